@@ -86,7 +86,8 @@ class SearchConfig:
     lambda_arch: float = 0.01
     lambda_comp: float = 0.0
     arch_log_base: float = 10.0
-    cost: str = "params"
+    cost: str = "params"  # a name in clearer_tf.complexity.COST_MEASURES
+    loss: str = "mse"  # L_res, a name in clearer_tf.losses.RESTORATION_LOSSES
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500

@@ -75,7 +75,7 @@ class SizeCheck(layers.Layer):
     def call(self, x):
         for axis, what in ((1, "height"), (2, "width")):
             size = x.shape[axis]
-            if size is not None and size % self.multiple:
+            if isinstance(size, int) and size % self.multiple:  # JAX symbolic dims are not ints
                 raise ValueError(
                     f"input {what} {size} is not a multiple of {self.multiple} (2**cells); "
                     "pad the image (clearer_tf.network.PadToMultiple) or crop it"

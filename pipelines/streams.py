@@ -1,0 +1,177 @@
+"""tf.data streams: random training patches, disjoint search streams, whole-image evaluation.
+
+Items are a list of `(name, clean)` (clean-only: the degradation is applied on the fly)
+or a list of `(name, degraded, clean)` (real pairs: the degradation is not used).
+Arrays are float32 HWC in [0, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from pipelines.errors import DataError
+from pipelines.noise import name_seed
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def check_items(items, patch_size: int | None = None) -> tuple[bool, int]:
+    """Validates an item list; returns (paired, channels)."""
+    if not items:
+        raise DataError("no images: the item list is empty")
+    lengths = {len(item) for item in items}
+    if not lengths <= {2, 3} or len(lengths) != 1:
+        raise DataError("items must all be (name, clean) or all be (name, degraded, clean)")
+    paired = lengths == {3}
+    channels = set()
+    names = set()
+    for item in items:
+        name, arrays = item[0], item[1:]
+        if name in names:
+            raise DataError(f"image name '{name}' appears twice in the item list")
+        names.add(name)
+        for a in arrays:
+            if np.ndim(a) != 3:
+                raise DataError(f"image '{name}' must be HxWxC, got shape {np.shape(a)}")
+            channels.add(np.shape(a)[-1])
+        if paired and np.shape(arrays[0]) != np.shape(arrays[1]):
+            raise DataError(f"image '{name}': degraded {np.shape(arrays[0])} and clean "
+                            f"{np.shape(arrays[1])} differ in size")
+        height, width = np.shape(arrays[-1])[:2]
+        if patch_size is not None and min(height, width) < patch_size:
+            raise DataError(f"image '{name}' is {width}x{height}, smaller than "
+                            f"--patch-size {patch_size}")
+    if len(channels) != 1:
+        raise DataError(f"items mix channel counts {sorted(channels)}")
+    return paired, channels.pop()
+
+
+def _pack(arrays):
+    """One flat buffer (uint8 when lossless, else float32), offsets and shapes."""
+    flat = np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in arrays])
+    as_uint8 = np.round(flat * 255.0).astype(np.uint8)
+    if np.array_equal(as_uint8.astype(np.float32) / np.float32(255.0), flat):
+        flat = as_uint8
+    sizes = [int(np.prod(np.shape(a))) for a in arrays]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    shapes = np.array([np.shape(a) for a in arrays], np.int64)
+    return tf.constant(flat), tf.constant(offsets), tf.constant(shapes)
+
+
+def dihedral(image, k):
+    """One of the 8 rotations/flips of an HWC tensor: rot90 by k % 4, then a flip if k >= 4."""
+    image = tf.image.rot90(image, k % 4)
+    return tf.cond(k >= 4, lambda: tf.image.flip_left_right(image), lambda: image)
+
+
+def training_stream(items, degradation=None, patch_size: int = 64, batch_size: int = 32,
+                    seed: int | None = None, augment: bool = True) -> tf.data.Dataset:
+    """Infinite stream of `(degraded, clean)` float32 batches [B, P, P, C].
+
+    Each epoch visits the images in a fresh seeded order; every element is a random
+    P x P crop with one of the 8 dihedral transforms, identical on input and target
+    (they are concatenated on the channel axis, cropped and augmented once, then split).
+    For clean-only items `degradation.apply` runs on each batch. The same seed gives the
+    same batches; seed=None draws one at random.
+    """
+    if int(patch_size) < 1 or int(batch_size) < 1:
+        raise DataError(
+            f"--patch-size and --batch-size must be >= 1, got {patch_size}, {batch_size}")
+    patch_size, batch_size = int(patch_size), int(batch_size)
+    paired, channels = check_items(items, patch_size)
+    if not paired and degradation is None:
+        raise DataError("clean-only items need a degradation (GaussianNoise or RainStreaks)")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**62)
+    order_seed, crop_seed, degrade_seed = (
+        name_seed(key, seed) % 2**62 for key in ("order", "crop", "degrade"))
+    stacked = [np.concatenate(item[1:], axis=-1) if paired else item[1] for item in items]
+    buffer, offsets, shapes = _pack(stacked)
+    depth = 2 * channels if paired else channels
+    count = len(items)
+
+    def epoch_order(epoch):
+        seed_pair = tf.stack([tf.constant(order_seed, tf.int64), epoch])
+        return tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed_pair)
+
+    def patch(step, index):
+        start, shape = offsets[index], shapes[index]
+        image = tf.reshape(buffer[start:start + tf.reduce_prod(shape)], shape)
+        seeds = tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(crop_seed, tf.int64), step]), 2)
+        image = tf.image.stateless_random_crop(image, [patch_size, patch_size, depth], seeds[0])
+        if image.dtype == tf.uint8:
+            image = tf.cast(image, tf.float32) / 255.0
+        if augment:
+            image = dihedral(image, tf.random.stateless_uniform([], seeds[1], 0, 8, tf.int32))
+        image = tf.ensure_shape(image, [patch_size, patch_size, depth])
+        if paired:
+            return image[..., :channels], image[..., channels:]
+        return image
+
+    # Shuffle + repeat as one seeded permutation per epoch: a full-size shuffle buffer that
+    # does not depend on TF's global seed.
+    ds = tf.data.Dataset.counter().map(epoch_order).unbatch().enumerate()
+    ds = ds.map(patch, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if not paired:
+        def degrade(step, clean):
+            seed_pair = tf.stack([tf.constant(degrade_seed, tf.int64), step])
+            return degradation.apply(clean, seed=seed_pair), clean
+
+        ds = ds.enumerate().map(degrade, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def split_by_image(items, fraction: float = 0.8, seed: int = 0) -> tuple[list, list]:
+    """Splits items into two disjoint lists by image; `fraction` of them go to the first."""
+    if not 0.0 < float(fraction) < 1.0:
+        raise DataError(f"--split-fraction must be in (0, 1), got {fraction!r}")
+    check_items(items)
+    if len(items) < 2:
+        raise DataError(f"cannot split {len(items)} image(s) into two non-empty sets")
+    first_count = min(max(int(round(fraction * len(items))), 1), len(items) - 1)
+    order = np.random.default_rng(name_seed("split", seed)).permutation(len(items))
+    chosen = set(order[:first_count].tolist())
+    first = [item for i, item in enumerate(items) if i in chosen]
+    second = [item for i, item in enumerate(items) if i not in chosen]
+    return first, second
+
+
+def search_streams(weights_items, arch_items, degradation=None, patch_size: int = 64,
+                   batch_size: int = 32, seed: int | None = None):
+    """Two training streams over disjoint images for the bilevel search.
+
+    `tf.data.Dataset.zip((weights_ds, arch_ds))` yields one weight batch and one
+    architecture batch per step. Raises DataError if the two share an image name.
+    """
+    shared = {item[0] for item in weights_items} & {item[0] for item in arch_items}
+    if shared:
+        raise DataError(f"weights and architecture data share {len(shared)} image(s): "
+                        f"{', '.join(sorted(shared)[:8])}")
+    arch_seed = None if seed is None else name_seed("arch", seed) % 2**62
+    weights_ds = training_stream(weights_items, degradation, patch_size, batch_size, seed)
+    arch_ds = training_stream(arch_items, degradation, patch_size, batch_size, arch_seed)
+    return weights_ds, arch_ds
+
+
+def evaluation_stream(items, degradation=None, seed: int = 0) -> tf.data.Dataset:
+    """Whole images `(degraded [1,H,W,C], clean [1,H,W,C], name)`, in item order.
+
+    Clean-only items are degraded by `degradation.apply_eval(clean, name, seed)`, so
+    every run sees the same inputs.
+    """
+    paired, channels = check_items(items)
+    if not paired and degradation is None:
+        raise DataError("clean-only items need a degradation (GaussianNoise or RainStreaks)")
+
+    def generate():
+        for item in items:
+            name, clean = item[0], np.asarray(item[-1], np.float32)
+            degraded = item[1] if paired else degradation.apply_eval(clean, name, seed)
+            yield np.asarray(degraded, np.float32)[None], clean[None], name
+
+    spec = tf.TensorSpec([1, None, None, channels], tf.float32)
+    return tf.data.Dataset.from_generator(
+        generate, output_signature=(spec, spec, tf.TensorSpec([], tf.string)))

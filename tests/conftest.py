@@ -1,0 +1,50 @@
+"""Shared fixtures: real images from ../shared/datasets (or the bundled samples)."""
+
+import os
+import pathlib
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "datasets"
+SAMPLES = REPO_ROOT / "data" / "samples"
+# Shared folder -> the bundled copy of (a subset of) its files, used when ../shared is absent.
+_FALLBACK = {
+    "Set12": SAMPLES / "set12",
+    "BSDS500/train": SAMPLES / "bsds" / "train",
+    "BSDS500/val": SAMPLES / "bsds" / "val",
+    "Rain100L-sample": SAMPLES / "rain100l",
+}
+
+
+def _dataset(relative: str) -> pathlib.Path:
+    shared = SHARED_DATA / relative
+    if shared.is_dir():
+        return shared
+    if _FALLBACK[relative].is_dir():
+        return _FALLBACK[relative]
+    pytest.skip(f"real test images missing: neither {shared} nor {_FALLBACK[relative]} exists")
+
+
+@pytest.fixture(scope="session")
+def set12_dir():
+    return _dataset("Set12")
+
+
+@pytest.fixture(scope="session")
+def bsds_train_dir():
+    return _dataset("BSDS500/train")
+
+
+@pytest.fixture(scope="session")
+def bsds_val_dir():
+    return _dataset("BSDS500/val")
+
+
+@pytest.fixture(scope="session")
+def rain_dir():
+    """Folder with `rainy/` and `clean/` (Rain100L sample pairs)."""
+    return _dataset("Rain100L-sample")
