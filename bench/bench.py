@@ -57,12 +57,6 @@ def device_name():
     return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
-def reset_peak_memory():
-    if keras.backend.backend() == "jax":
-        # no reset API in JAX; peak is reported as the running maximum
-        return
-
-
 def peak_memory_gib():
     if keras.backend.backend() == "jax":
         import jax
@@ -79,11 +73,11 @@ def batch(rng, n, size, channels=1):
 
 
 def bench_search(args, rng):
-    from clearer_tf.presets import paper
+    from clearer_tf.presets import get_preset
     from clearer_tf.search import BilevelSearch
     from clearer_tf.supernet import build_supernet
 
-    preset = paper()
+    preset = get_preset(args.preset)
     preset.search.batch_size = args.batch
     model = build_supernet(1, config=preset.supernet)
     search = BilevelSearch(model, preset.supernet, preset.search)
@@ -165,8 +159,17 @@ def _infer_fn(model):
 
 def bench_network(args, rng):
     from clearer_tf import Genotype, build_network
+    from clearer_tf.presets import get_preset
 
-    model = build_network(Genotype.from_string(PAPER_GENOTYPE))
+    if args.preset == "paper":
+        genotype = Genotype.from_string(PAPER_GENOTYPE)
+    else:  # smoke test: alternate fusion/parallel over the preset's columns
+        net = get_preset(args.preset).supernet
+        cells = [["fusion", "parallel"] * n for n in net.columns]
+        genotype = Genotype(cells=[c[:n] for c, n in zip(cells, net.columns)],
+                            base_width=net.base_width, stem_planes=net.stem_planes,
+                            stem_blocks=net.stem_blocks)
+    model = build_network(genotype)
     optimizer = keras.optimizers.Adam(1e-3, global_clipnorm=5.0)
     step = _train_step_fn(model, optimizer)
     x, y = batch(rng, args.train_batch, args.size)
@@ -177,7 +180,8 @@ def bench_network(args, rng):
     one = rng.rand(1, 320, 480, 1).astype("float32")
     out["infer_ms_320x480"] = 1e3 * median_time(lambda: infer(one), args.steps, args.warmup)
     many = rng.rand(16, 320, 480, 1).astype("float32")
-    t16 = median_time(lambda: infer(many), max(3, args.steps // 3), 2)
+    fast = keras.backend.backend() == "jax"  # on the CPU one batch of 16 takes minutes
+    t16 = median_time(lambda: infer(many), max(3, args.steps // 3) if fast else 1, 2 if fast else 1)
     out["images_per_s_b16"] = 16 / t16
     return out
 
@@ -190,6 +194,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=30, help="timed steps (median)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
+    p.add_argument("--preset", choices=["paper", "quick"], default="paper",
+                   help="model sizes (quick: a smoke test of this script)")
     p.add_argument("--only", choices=["search", "network"], default=None)
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -205,6 +211,7 @@ def main(argv=None):
         "date": datetime.date.today().isoformat(),
         "batch": args.batch,
         "train_batch": args.train_batch,
+        "preset": args.preset,
     }
     if args.only in (None, "search"):
         result.update(bench_search(args, rng))
