@@ -16,11 +16,13 @@ setup(
         "pillow",
         "matplotlib",  # architecture picture and alpha-trajectory plot
         "tqdm",
+        "tensorboard",  # viewing the logs our long jobs write (tf.summary itself is in TF)
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
-        # scikit-image: only as an independent reference in tests; jax: the TF-vs-JAX parity test.
-        "test": ["pytest", "scikit-image", "jax"],
+        # scikit-image: only as an independent reference in tests; jax: the TF-vs-JAX parity
+        # test; ai-edge-litert: the TFLite parity tests (tf.lite.Interpreter is deprecated).
+        "test": ["pytest", "scikit-image", "jax", "ai-edge-litert"],
         "tflite": ["ai-edge-litert"],
     },
 )

@@ -340,17 +340,17 @@ class FusionModule(MultiBranchLayer):
         super().__init__(widths, **kwargs)
         self.outputs = len(self.widths) if outputs is None else int(outputs)
         w = self.widths
-        self.paths = {}
+        self.paths = {}  # "i_j": the path from branch j to output i
         for i in range(self.outputs):
             for j in range(len(w)):
                 if j > i:
-                    self.paths[(i, j)] = Upsample(w[i], 2 ** (j - i), name=f"up_{j}_to_{i}")
+                    self.paths[f"{i}_{j}"] = Upsample(w[i], 2 ** (j - i), name=f"up_{j}_to_{i}")
                 elif j < i:
-                    self.paths[(i, j)] = Downsample(w[j], w[i], i - j, name=f"down_{j}_to_{i}")
+                    self.paths[f"{i}_{j}"] = Downsample(w[j], w[i], i - j, name=f"down_{j}_to_{i}")
 
     def build(self, input_shape):
-        for (_, j), path in self.paths.items():
-            path.build(input_shape[j])
+        for key, path in self.paths.items():
+            path.build(input_shape[int(key.split("_")[1])])
 
     def call(self, xs, training=None):
         outs = []
@@ -358,7 +358,7 @@ class FusionModule(MultiBranchLayer):
             total = xs[i]
             for j in range(len(xs)):
                 if j != i:
-                    total = total + self.paths[(i, j)](xs[j], training=training)
+                    total = total + self.paths[f"{i}_{j}"](xs[j], training=training)
             outs.append(ops.relu(total))
         return outs
 

@@ -44,7 +44,10 @@ class PadToMultiple(layers.Layer):
         pad_h = (m - shape[1] % m) % m
         pad_w = (m - shape[2] % m) % m
         # reflect padding needs pad < size; tile-free two-step for tiny images is not needed
-        return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect")
+        padded = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect")
+        # A pad by computed amounts loses the static channel count in TF graphs; restore it
+        # (TFLite convolutions need it).
+        return ops.reshape(padded, (-1, shape[1] + pad_h, shape[2] + pad_w, x.shape[-1]))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], None, None, input_shape[3])

@@ -82,6 +82,10 @@ class SearchConfig:
     arch_beta_1: float = 0.5
     arch_beta_2: float = 0.999
     arch_weight_decay: float = 1e-3
+    # BatchNorm in the architecture step: "inference" (moving statistics, the spec) or
+    # "batch" (batch statistics, as the authors' train-mode step); moving statistics are
+    # never updated by architecture batches
+    arch_batchnorm: str = "inference"
     # loss L = L_res + lambda_arch * L_arch + lambda_comp * L_comp (Eq. 2)
     lambda_arch: float = 0.01
     lambda_comp: float = 0.0
@@ -139,7 +143,7 @@ def quick() -> Preset:
         supernet=SupernetConfig(base_width=8, columns=(2, 2, 2), stem_planes=8, stem_blocks=1),
         search=SearchConfig(
             iterations=300, warmup=100, batch_size=8, patch_size=32, log_every=25,
-            checkpoint_every=100,
+            checkpoint_every=100, jit_compile=False,  # on a CPU, XLA compiles long and runs slower
         ),
         train=TrainConfig(iterations=600, batch_size=8, patch_size=32, validate_every=200),
     )

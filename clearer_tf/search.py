@@ -2,7 +2,8 @@
 
 One iteration = an architecture step on a batch of the architecture stream
 (L = L_res + lambda_1 L_arch + lambda_2 L_comp, gradients to alpha only, BatchNorm
-in inference mode so its moving statistics are untouched), then a weight step on a
+in inference mode, or with batch statistics if `arch_batchnorm="batch"`; its moving
+statistics are never updated by architecture batches), then a weight step on a
 batch of the weight stream (L_res only, gradients to the weights, BatchNorm in
 training mode). During the first `warmup` iterations only the weight step runs;
 the phase switch is plain Python (two compiled step functions), not `tf.cond`.
@@ -36,6 +37,7 @@ import csv
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 import warnings
 
@@ -45,7 +47,6 @@ from keras import ops
 
 from clearer_tf import complexity, losses
 from clearer_tf.genotype import derive
-from clearer_tf.metrics import psnr_tensor
 from clearer_tf.presets import SearchConfig, SupernetConfig
 from clearer_tf.supernet import arch_variables, build_supernet, mixed_columns, weight_variables
 
@@ -71,6 +72,10 @@ def validate(supernet_config: SupernetConfig, search_config: SearchConfig, repli
             f"--batch-size {search_config.batch_size} must be divisible by the {replicas} replicas"
         )
     losses.get_restoration_loss(search_config.loss)
+    if search_config.arch_batchnorm not in ("inference", "batch"):
+        raise ValueError(
+            f"arch_batchnorm must be 'inference' or 'batch', got {search_config.arch_batchnorm!r}"
+        )
     if search_config.cost not in complexity.COST_MEASURES:
         raise ValueError(f"unknown cost measure {search_config.cost!r}")
 
@@ -133,6 +138,7 @@ class BilevelSearch:
         if self.costs.shape != (len(self.arch_vars), 2):
             raise ValueError(f"costs must have shape {(len(self.arch_vars), 2)}, got {self.costs.shape}")
         self.loss_fn = losses.get_restoration_loss(c.loss)
+        self.arch_bn_training = c.arch_batchnorm == "batch"  # new statistics are dropped
         self.weight_schedule = keras.optimizers.schedules.CosineDecay(
             c.weight_lr, c.iterations, alpha=c.weight_lr_min / c.weight_lr
         )
@@ -173,8 +179,10 @@ class BilevelSearch:
 
     @staticmethod
     def batch_psnr(restored, clean):
+        """Mean per-image PSNR (dB) of the clipped output; MSE floored at 1e-10 (<= 100 dB)."""
         restored = ops.clip(ops.cast(restored, "float32"), 0.0, 1.0)
-        return ops.mean(psnr_tensor(restored, clean))
+        mse = ops.mean(ops.square(restored - ops.cast(clean, "float32")), axis=(1, 2, 3))
+        return ops.mean(-10.0 * ops.log10(ops.maximum(mse, 1e-10)))
 
     # --- public steps -------------------------------------------------------------------
     def weight_step(self, batch):
@@ -182,7 +190,7 @@ class BilevelSearch:
         return self._steps.run("weight", batch)
 
     def arch_step(self, batch):
-        """One architecture step (L, Adam on alpha, BN in inference mode)."""
+        """One architecture step (L, Adam on alpha, BN moving statistics untouched)."""
         return self._steps.run("arch", batch)
 
     def step(self, weight_batch, arch_batch, warmup: bool):
@@ -292,7 +300,7 @@ class _TensorFlowSteps:
     def _build(self, outer_jit, inner_jit):
         tf = self.tf
         self.inner_jit = inner_jit
-        inner = (lambda fn: tf.function(fn, jit_compile=True)) if inner_jit else (lambda fn: fn)
+        inner = (lambda fn: tf.function(fn, jit_compile=True, autograph=False)) if inner_jit else (lambda fn: fn)
         self.weight_grads = inner(self._weight_grads)
         self.arch_grads = inner(self._arch_grads)
         bodies = {
@@ -303,7 +311,7 @@ class _TensorFlowSteps:
         }
         strategy = self.s.strategy
         if strategy is None:
-            self.fns = {k: tf.function(fn, jit_compile=outer_jit) for k, fn in bodies.items()}
+            self.fns = {k: tf.function(fn, jit_compile=outer_jit, autograph=False) for k, fn in bodies.items()}
             return
 
         def distributed(body):
@@ -311,7 +319,7 @@ class _TensorFlowSteps:
                 out = strategy.run(body, args=batches)
                 return {k: strategy.reduce("MEAN", v, axis=None) for k, v in out.items()}
 
-            return tf.function(fn)
+            return tf.function(fn, autograph=False)
 
         self.fns = {k: distributed(fn) for k, fn in bodies.items()}
 
@@ -329,7 +337,7 @@ class _TensorFlowSteps:
         alphas = [tvals[i] for i in self.arch_pos]
         with self.tf.GradientTape() as tape:
             tape.watch(alphas)
-            pred, _ = self.s.model.stateless_call(tvals, stats, x, training=False)
+            pred, _ = self.s.model.stateless_call(tvals, stats, x, training=self.s.arch_bn_training)
             total, metrics = self.s.arch_objective(pred, y, alphas)
             scaled = total / self.s.replicas
         return metrics, tape.gradient(scaled, alphas)
@@ -488,7 +496,7 @@ class _JaxSteps:
 
         def objective(alphas):
             tvals = self._trainable(state["weights"], alphas)
-            pred, _ = s.model.stateless_call(tvals, state["stats"], x, training=False)
+            pred, _ = s.model.stateless_call(tvals, state["stats"], x, training=s.arch_bn_training)
             return s.arch_objective(pred, y, alphas)
 
         (_, metrics), grads = self.jax.value_and_grad(objective, has_aux=True)(state["alphas"])
@@ -683,9 +691,11 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
 
     history = AlphaHistory(os.path.join(out_dir, "alpha_history.csv"), search.column_names)
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
-    progbar = keras.utils.Progbar(c.iterations, stateful_metrics=list(_TENSORBOARD_TAGS))
+    # A live bar on a terminal; one plain line per log step in a log file.
+    progbar = keras.utils.Progbar(c.iterations, stateful_metrics=list(_TENSORBOARD_TAGS)) \
+        if sys.stdout.isatty() else None
     if history.start(search.iteration) == 0:
-        _log(search, {}, writer, history, None)
+        _log(search, {}, writer, history, None, quiet=True)
 
     sums, counts = {}, {}
     while search.iteration < c.iterations:
@@ -719,7 +729,7 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
     return genotype
 
 
-def _log(search, values, writer, history, progbar):
+def _log(search, values, writer, history, progbar, quiet=False):
     """TensorBoard scalars, a CSV row and the progress bar at `search.iteration`."""
     import tensorflow as tf
 
@@ -736,6 +746,10 @@ def _log(search, values, writer, history, progbar):
                 tf.summary.scalar(f"softmax/{name}/{module}", weight[k])
     writer.flush()
     history.append(step, alphas, weights)
+    shown = [(k, values[k]) for k in ("loss", "arch_loss", "arch_psnr", "lr") if k in values]
     if progbar is not None:
-        shown = ("loss", "arch_loss", "arch_psnr", "lr")
-        progbar.update(step, values=[(k, values[k]) for k in shown if k in values])
+        progbar.update(step, values=shown)
+    elif not quiet:
+        phase = "warm-up" if step <= search.config.warmup else "search"
+        text = " - ".join(f"{k}: {v:.4g}" for k, v in shown)
+        print(f"iteration {step}/{search.config.iterations} ({phase}) - {text}", flush=True)

@@ -32,9 +32,10 @@ import keras
 import numpy as np
 
 from clearer_tf import files
+from clearer_tf.evaluation import degrade_items, keras_predictor
 from clearer_tf.genotype import Genotype
 from clearer_tf.metrics import PSNRMetric, psnr
-from clearer_tf.network import build_network, with_padding
+from clearer_tf.network import build_network
 from clearer_tf.presets import TrainConfig
 
 VALIDATION_PROTOCOL = (
@@ -92,21 +93,6 @@ def compile_network(model, config: TrainConfig):
     return model
 
 
-def degrade_items(items, degradation=None, seed=0):
-    """`(name, degraded, clean)` triples; clean-only items get the deterministic degradation."""
-    out = []
-    for item in items:
-        name, clean = item[0], np.asarray(item[-1], np.float32)
-        if len(item) == 3:
-            degraded = np.asarray(item[1], np.float32)
-        elif degradation is None:
-            raise ValueError(f"validation image '{name}' has no degraded partner and no degradation")
-        else:
-            degraded = degradation.apply_eval(clean, name, seed)
-        out.append((name, degraded, clean))
-    return out
-
-
 class ValidationPSNR(keras.callbacks.Callback):
     """Adds `val_psnr` (and `val_input_psnr`) to the epoch logs: whole-image PSNR.
 
@@ -126,13 +112,12 @@ class ValidationPSNR(keras.callbacks.Callback):
         self.items = degrade_items(items, degradation, seed)
         self.multiple = multiple
         self.input_psnr = float(np.mean([psnr(d[None], c[None])[0] for _, d, c in self.items]))
-        self._padded = None
+        self._predict = None
 
     def restore(self, degraded):
-        if self._padded is None:
-            self._padded = with_padding(self.model, self.multiple)
-        restored = self._padded.predict_on_batch(degraded[None])
-        return np.clip(np.asarray(restored, np.float32)[0], 0.0, 1.0)
+        if self._predict is None:
+            self._predict = keras_predictor(self.model, self.multiple)
+        return np.clip(self._predict(degraded[None])[0], 0.0, 1.0)
 
     def evaluate(self):
         return float(np.mean([psnr(self.restore(d)[None], c[None])[0] for _, d, c in self.items]))
@@ -268,6 +253,7 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         stream,
         steps_per_epoch=config.validate_every,
         epochs=epochs,
+        shuffle=False,  # the stream shuffles itself (seeded)
         callbacks=[
             validation,  # first: later callbacks see val_psnr in the logs
             checkpoint,

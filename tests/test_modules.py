@@ -44,7 +44,7 @@ def test_fusion_is_sum_of_resampled_branches():
     layer = modules.FusionModule(widths)
     xs = [np.full((1, 4, 4, 2), 1.0, "float32"), np.full((1, 2, 2, 2), 2.0, "float32")]
     layer(xs)
-    up = layer.paths[(0, 1)].conv.conv
+    up = layer.paths["0_1"].conv.conv
     up.kernel.assign(np.eye(2, dtype="float32")[None, None])
     out0 = np.asarray(layer(xs, training=False)[0])
     # BN in inference at init: (x - 0) / sqrt(1 + eps); upsampled value 2 everywhere

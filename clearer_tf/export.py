@@ -1,0 +1,175 @@
+"""Export a trained network for TF Serving (SavedModel) and phones (TFLite / LiteRT).
+
+Layout (TF Serving's): `<root>/<name>/<version>/` holds the SavedModel with two signatures
+
+* `serving_default`: `image` float32 [batch, H, W, C] in [0, 1], any H and W (reflect
+  padding to a multiple of 2**cells and the crop back happen inside) -> `restored`
+  float32, same shape, the raw network output (not clipped);
+* `serving_uint8`: `image` uint8 [batch, H, W, C] -> `restored` uint8 (clipped, rounded);
+
+plus `assets.extra/clearer.json` (genotype and export metadata; TF Serving ignores it).
+TFLite files go to `<root>/<name>/tflite/<name>-v<version>-{float32,float16,int8}.tflite`
+(`serving_default` converted with `tf.lite.TFLiteConverter.from_saved_model`; int8 is
+dynamic-range quantisation: int8 weights, float activations).
+
+The export always runs under the TensorFlow backend; a network trained under JAX is
+exported by rebuilding it from its genotype and loading its `.weights.h5` file.
+Everything is written to a temporary folder first and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from clearer_tf import files
+from clearer_tf.genotype import Genotype
+
+TFLITE_KINDS = ("float32", "float16", "int8")
+
+
+def _require_tensorflow_backend():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"export needs the TensorFlow backend (this process uses {keras.backend.backend()!r}): "
+            "run it with KERAS_BACKEND=tensorflow, e.g. `python train_scripts/export.py`, which "
+            "sets it; weights trained under JAX load unchanged"
+        )
+
+
+def build_serving_model(genotype, weights):
+    """`with_padding(build_network(genotype))` with `weights` (a `.weights.h5` file) loaded."""
+    from clearer_tf.network import build_network, with_padding
+
+    network = build_network(genotype)
+    network.load_weights(os.fspath(weights))
+    return with_padding(network, name="clearer_serving")
+
+
+def export_saved_model(genotype, weights, root="saved_models", name="clearer", version=1,
+                       overwrite=False, metadata=None):
+    """Writes the SavedModel to `<root>/<name>/<version>/` and returns that path.
+
+    Args:
+        genotype: `Genotype`, dict or `genotype.json` path of the trained network.
+        weights: its `.weights.h5` file (from any backend).
+        root, name, version: TF Serving layout; `version` is a positive integer.
+        overwrite: replace an existing version folder (else FileExistsError).
+        metadata: extra JSON fields for `assets.extra/clearer.json`.
+    """
+    _require_tensorflow_backend()
+    import keras
+    import tensorflow as tf
+
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"--version must be a positive integer, got {version!r}")
+    genotype = Genotype.coerce(genotype)
+    target = os.path.join(os.fspath(root), name, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise FileExistsError(f"{target} already exists (use another --version or --overwrite)")
+    model = build_serving_model(genotype, weights)
+    channels = genotype.image_channels
+
+    archive = keras.export.ExportArchive()
+    # No archive.track(model): add_endpoint tracks the variables the endpoints use, and the
+    # lookup-table walk of track() fails on the modules' tuple-keyed layer dicts.
+
+    def serve_float(image):
+        return {"restored": model(image, training=False)}
+
+    def serve_uint8(image):
+        restored = model(tf.cast(image, tf.float32) / 255.0, training=False)
+        restored = tf.round(tf.clip_by_value(restored, 0.0, 1.0) * 255.0)
+        return {"restored": tf.cast(restored, tf.uint8)}
+
+    archive.add_endpoint("serving_default", serve_float, input_signature=[
+        tf.TensorSpec([None, None, None, channels], tf.float32, name="image")])
+    archive.add_endpoint("serving_uint8", serve_uint8, input_signature=[
+        tf.TensorSpec([None, None, None, channels], tf.uint8, name="image")])
+
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=os.path.dirname(target))
+    try:
+        archive.write_out(tmp, verbose=False)
+        files.write_json(os.path.join(tmp, "assets.extra", "clearer.json"), {
+            "genotype": genotype.to_dict(),
+            "weights": os.path.basename(os.fspath(weights)),
+            "signatures": {
+                "serving_default": "image float32 [N,H,W,C] in [0,1] -> restored float32 (not clipped)",
+                "serving_uint8": "image uint8 [N,H,W,C] -> restored uint8",
+            },
+            "any_size": f"reflect-padded to a multiple of {2 ** len(genotype.cells)} inside, cropped back",
+            **(metadata or {}),
+        })
+        files.replace_dir(tmp, target, overwrite=overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def convert_tflite(saved_model_dir, path, kind="float32"):
+    """Converts the `serving_default` signature of a SavedModel to a `.tflite` file.
+
+    kind: `float32`; `float16` (float16 weights, computed in float32 on CPU); `int8`
+    (dynamic-range quantisation: int8 weights, activations quantised on the fly).
+    """
+    import tensorflow as tf
+
+    if kind not in TFLITE_KINDS:
+        raise ValueError(f"--tflite kind must be one of {', '.join(TFLITE_KINDS)}, got {kind!r}")
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        os.fspath(saved_model_dir), signature_keys=["serving_default"])
+    if kind in ("float16", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if kind == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    files.write_bytes(path, converter.convert())
+    return os.fspath(path)
+
+
+def export(genotype, weights, root="saved_models", name="clearer", version=1, tflite=(),
+           overwrite=False, metadata=None) -> dict:
+    """SavedModel plus the requested TFLite kinds; returns {"saved_model": path, kind: path}."""
+    for kind in tflite:
+        if kind not in TFLITE_KINDS:
+            raise ValueError(f"--tflite kind must be one of {', '.join(TFLITE_KINDS)}, got {kind!r}")
+    out = {"saved_model": export_saved_model(genotype, weights, root, name, version, overwrite, metadata)}
+    for kind in tflite:
+        path = os.path.join(os.fspath(root), name, "tflite", f"{name}-v{version}-{kind}.tflite")
+        out[kind] = convert_tflite(out["saved_model"], path, kind)
+    return out
+
+
+def tflite_predictor(path, num_threads=None):
+    """NHWC float32 -> NHWC float32 with the LiteRT interpreter at any input size.
+
+    The input is resized (`resize_tensor_input`) whenever the shape changes. The returned
+    function has a `.channels` attribute and the `.interpreter`.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    (out,) = interpreter.get_output_details()
+    state = {"shape": tuple(inp["shape"])}
+
+    def predict(images):
+        images = np.ascontiguousarray(images, np.float32)
+        if tuple(images.shape) != state["shape"]:
+            interpreter.resize_tensor_input(inp["index"], list(images.shape), strict=False)
+            interpreter.allocate_tensors()
+            state["shape"] = tuple(images.shape)
+        interpreter.set_tensor(inp["index"], images)
+        interpreter.invoke()
+        return np.array(interpreter.get_tensor(out["index"]))
+
+    predict.channels = int(inp["shape_signature"][-1])
+    predict.interpreter = interpreter
+    return predict

@@ -1,0 +1,147 @@
+"""Search losses (Eqs. 3-5) and column costs against NumPy and hand counts."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from clearer_tf import complexity, losses, modules
+from clearer_tf.supernet import build_supernet, mixed_columns
+
+TINY = dict(base_width=4, columns=(2, 1), stem_planes=4, stem_blocks=1)
+
+
+def softmax(a):
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_restoration_loss_is_mse():
+    rng = np.random.RandomState(0)
+    x, y = rng.rand(2, 8, 8, 3), rng.rand(2, 8, 8, 3)
+    got = float(losses.restoration_loss(x.astype("float32"), y.astype("float32")))
+    assert got == pytest.approx(np.mean((x - y) ** 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("base", [10.0, math.e, 2.0])
+def test_arch_loss_equals_numpy(base):
+    w = softmax(np.random.RandomState(1).randn(12, 2))
+    expected = -np.mean(w * np.log(w) + (1 - w) * np.log(1 - w)) / np.log(base)
+    assert float(losses.arch_loss(w.astype("float32"), log_base=base)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_arch_loss_default_base_10_is_largest_at_one_half():
+    half = np.full((3, 2), 0.5, np.float32)
+    assert float(losses.arch_loss(half)) == pytest.approx(np.log10(2.0), rel=1e-6)
+    decided = np.array([[0.99, 0.01]] * 3, np.float32)
+    assert float(losses.arch_loss(decided)) < float(losses.arch_loss(half))
+    # clipped: exact 0/1 weights stay finite
+    assert np.isfinite(float(losses.arch_loss(np.array([[1.0, 0.0]], np.float32))))
+
+
+def test_arch_loss_gradient_pushes_softmax_weights_away_from_one_half():
+    alpha = tf.Variable(np.random.RandomState(2).randn(6, 2).astype("float32") * 0.1)
+    before = softmax(alpha.numpy())
+    with tf.GradientTape() as tape:
+        loss = losses.arch_loss(keras.ops.softmax(alpha, axis=-1))
+    alpha.assign_sub(0.5 * tape.gradient(loss, alpha))
+    after = softmax(alpha.numpy())
+    assert np.all(np.abs(after - 0.5) > np.abs(before - 0.5))
+
+
+def test_complexity_loss_equals_numpy():
+    rng = np.random.RandomState(3)
+    w = softmax(rng.randn(5, 2))
+    costs = rng.rand(5, 2)
+    costs /= costs.sum()
+    expected = np.sum(w[:, 0] * costs[:, 0] + w[:, 1] * costs[:, 1]) / 5
+    got = float(losses.complexity_loss(w.astype("float32"), costs))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_restoration_loss_registry():
+    assert losses.get_restoration_loss("mse") is losses.restoration_loss
+    with pytest.raises(ValueError, match="unknown loss"):
+        losses.get_restoration_loss("log_ssim")
+
+
+# --- costs ---------------------------------------------------------------------------------
+def bn(c):
+    return 2 * c
+
+
+def parallel_params(widths):
+    return sum(2 * (9 * c * c + bn(c)) for c in widths)
+
+
+def fusion_params(widths):
+    total = 0
+    for i, ci in enumerate(widths):
+        for j, cj in enumerate(widths):
+            if j > i:  # 1x1 conv + BN, then upsampling
+                total += cj * ci + bn(ci)
+            elif j < i:  # (i - j) stride-2 3x3 convs; width c_j until the last
+                total += (i - j - 1) * (9 * cj * cj + bn(cj)) + 9 * cj * ci + bn(ci)
+    return total
+
+
+def parallel_macs(widths, h, w):
+    return sum(2 * (h >> i) * (w >> i) * 9 * c * c for i, c in enumerate(widths))
+
+
+def fusion_macs(widths, h, w):
+    total = 0
+    for i, ci in enumerate(widths):
+        for j, cj in enumerate(widths):
+            if j > i:
+                total += (h >> j) * (w >> j) * cj * ci
+            elif j < i:
+                for step in range(1, i - j + 1):
+                    out = ci if step == i - j else cj
+                    total += (h >> (j + step)) * (w >> (j + step)) * 9 * cj * out
+    return total
+
+
+def test_hand_counts_match_the_authors_numbers():
+    # the issue's PyTorch counts, so the hand formulas below are trustworthy
+    assert [parallel_params([32, 64, 128, 256][:n]) for n in (2, 3, 4)] == [92_544, 387_968, 1_568_640]
+    assert [fusion_params([32, 64, 128, 256][:n]) for n in (2, 3, 4)] == [20_672, 153_536, 784_512]
+    fusion = modules.FusionModule([32, 64, 128])
+    shapes = [(1, 8, 8, 32), (1, 4, 4, 64), (1, 2, 2, 128)]
+    fusion.build(shapes)
+    assert complexity.parameter_count(fusion, shapes) == 153_536
+
+
+@pytest.fixture(scope="module")
+def tiny_supernet():
+    keras.utils.set_random_seed(0)
+    return build_supernet(image_channels=1, **TINY)
+
+
+def test_param_costs_equal_hand_count(tiny_supernet):
+    rows = [[parallel_params(c.widths), fusion_params(c.widths)] for c in mixed_columns(tiny_supernet)]
+    expected = np.array(rows, float) / np.sum(rows)
+    got = complexity.column_costs(tiny_supernet, "params")
+    assert got.shape == (3, 2)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_flop_costs_equal_hand_count(tiny_supernet):
+    h, w = 32, 16  # not square, to catch swapped axes
+    rows = [[parallel_macs(c.widths, h, w), fusion_macs(c.widths, h, w)] for c in mixed_columns(tiny_supernet)]
+    expected = np.array(rows, float) / np.sum(rows)
+    got = complexity.column_costs(tiny_supernet, "flops", height=h, width=w)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert not np.allclose(got, complexity.column_costs(tiny_supernet, "params"))
+
+
+def test_cost_measures_are_pluggable(tiny_supernet):
+    complexity.register_cost_measure("unit")(lambda module, shapes: 1.0)
+    try:
+        np.testing.assert_allclose(complexity.column_costs(tiny_supernet, "unit"), np.full((3, 2), 1 / 6))
+    finally:
+        del complexity.COST_MEASURES["unit"]
+    with pytest.raises(ValueError, match="unknown cost measure"):
+        complexity.column_costs(tiny_supernet, "latency")

@@ -1,0 +1,146 @@
+"""Training a genotype's network with `model.fit` on real images; resume; the CLI's errors."""
+
+import json
+import math
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from clearer_tf.genotype import Genotype
+from clearer_tf.presets import TrainConfig
+from clearer_tf.training import check_train_config, make_optimizer, train_network
+from pipelines.noise import GaussianNoise
+from pipelines.tasks import load_eval_items, load_task_data
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = Genotype.from_string("F / P / F", base_width=4, stem_planes=4, stem_blocks=1)
+SIGMA = 50.0
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfterFirstValidation(keras.callbacks.Callback):
+    """Simulates a killed run: raises after the first epoch's checkpoint and backup."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise Interrupt()
+
+
+def numpy_psnr(restored, clean):
+    mse = np.mean((np.asarray(restored, np.float64) - np.asarray(clean, np.float64)) ** 2)
+    return 10 * math.log10(1.0 / mse)
+
+
+def test_fit_on_real_images_beats_noisy_input_and_resumes(tmp_path, bsds_train_dir, set12_dir):
+    data = load_task_data("denoise", weights_data=bsds_train_dir, arch_data=bsds_train_dir, sigma=SIGMA)
+    val = load_eval_items("denoise", set12_dir, 1)[:4]
+    config = TrainConfig(iterations=200, batch_size=8, patch_size=32, validate_every=100,
+                         jit_compile=False)
+    out = tmp_path / "run"
+
+    with pytest.raises(Interrupt):
+        train_network(TINY, data, config, out, val_items=val, verbose=0,
+                      callbacks=[InterruptAfterFirstValidation()])
+    assert (out / "backup" / "latest.weights.h5").exists()
+    assert (out / "best.weights.h5").exists() and (out / "last.weights.h5").exists()
+    assert len(json.loads((out / "validation.json").read_text())) == 1
+    assert not list(out.glob(".tmp-*")), "temporary files left behind"
+
+    result = train_network(TINY, data, config, out, val_items=val, verbose=0)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from_step"] == 100
+    assert [row["step"] for row in summary["history"]] == [100, 200]
+    # The optimizer step came back with the weights: the cosine schedule ends at 0 at step 200
+    # (a restart without optimizer state would stop half-way, at lr 0.005).
+    assert summary["history"][-1]["learning_rate"] == pytest.approx(0.0, abs=1e-7)
+    assert not (out / "backup").exists(), "BackupAndRestore deletes its backup when training finishes"
+
+    # Independent check of the reported validation PSNR: reload model.keras, restore the same
+    # deterministic noisy images, NumPy PSNR.
+    model = keras.models.load_model(out / "model.keras")
+    noise = GaussianNoise(SIGMA)
+    restored_psnr, input_psnr = [], []
+    for name, clean in val:
+        noisy = noise.apply_eval(clean, name, 0)
+        restored = np.clip(np.asarray(model.predict_on_batch(noisy[None]))[0], 0, 1)
+        restored_psnr.append(numpy_psnr(restored, clean))
+        input_psnr.append(numpy_psnr(noisy, clean))
+    validation = summary["validation"]
+    assert validation["best_psnr"] == pytest.approx(np.mean(restored_psnr), abs=1e-3)
+    assert validation["input_psnr"] == pytest.approx(np.mean(input_psnr), abs=1e-3)
+    assert validation["best_psnr"] > validation["input_psnr"] + 2.0, validation
+    assert result.summary["validation"]["best_psnr"] == validation["best_psnr"]
+    assert summary["genotype"] == "F / P / F"
+    assert Genotype.load(out / "genotype.json").cells == TINY.cells
+
+
+def test_optimizer_is_adam_with_cosine_decay_and_global_clipping():
+    config = TrainConfig(iterations=1000)
+    optimizer = make_optimizer(config)
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    assert optimizer.global_clipnorm == 5.0 and optimizer.clipnorm is None
+    schedule = optimizer._learning_rate
+    for step in (0, 250, 500, 1000):
+        expected = 0.005 * (1 + math.cos(math.pi * step / 1000))  # 0.01 -> 0 (paper)
+        assert float(schedule(step)) == pytest.approx(expected, abs=1e-7)
+    # torch clip_grad_norm_ semantics: all gradients scaled together to global norm 5.
+    grads = [np.full((3,), 4.0, np.float32), np.full((4,), 6.0, np.float32)]
+    norm = math.sqrt(3 * 16 + 4 * 36)
+    clipped = optimizer._clip_gradients([keras.ops.convert_to_tensor(g) for g in grads])
+    for g, c in zip(grads, clipped):
+        np.testing.assert_allclose(np.asarray(c), g * 5.0 / norm, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(iterations=1000, validate_every=300), "--iterations (1000) must be a multiple"),
+        (dict(batch_size=0), "--batch-size must be a positive integer"),
+        (dict(learning_rate_min=0.1), "learning rates"),
+    ],
+)
+def test_bad_train_config_is_rejected(changes, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_train_config(TrainConfig(**changes))
+
+
+def _run_cli(capsys, argv):
+    sys.path.insert(0, os.path.join(REPO_ROOT, "train_scripts"))
+    try:
+        import train as train_cli
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return exit_info.value.code, err[-1] if err else ""
+
+
+@pytest.mark.parametrize(
+    "mutate, extra, expected",
+    [
+        (lambda d: d["cells"][0].__setitem__(0, "conv"), [], "'cells[0][0]'"),
+        (lambda d: d.__setitem__("format_version", 7), [], "'format_version'"),
+        (lambda d: d.__setitem__("columns", [2, 1, 1]), [], "'columns'"),
+        (lambda d: None, ["--color"], "'image_channels'"),
+        (lambda d: None, ["--iterations", "10", "--validate-every", "3"], "--iterations (10)"),
+        (lambda d: None, ["--data", "/nonexistent/folder"], "/nonexistent/folder"),
+        (lambda d: None, ["--sigma", "-5"], "--sigma"),
+    ],
+)
+def test_cli_rejects_bad_input_in_one_line_before_training(tmp_path, capsys, mutate, extra, expected):
+    data = json.loads(json.dumps(TINY.to_dict()))  # a deep copy
+    mutate(data)
+    path = tmp_path / "genotype.json"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    code, line = _run_cli(capsys, ["--genotype", str(path), "--preset", "quick", "--out", str(out), *extra])
+    assert code == 2
+    assert line.startswith("train.py: error: ") and expected in line, line
+    assert not out.exists(), "nothing may be written on bad input"

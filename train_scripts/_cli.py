@@ -1,0 +1,44 @@
+"""Shared bits of the command-line scripts: one-line errors, repo on sys.path, data options."""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # run from a fresh clone without installing
+    sys.path.insert(0, REPO_ROOT)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with errors on one line: `<prog>: error: <message>`, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
+def sigma(text):
+    """`50` or a blind range `10,70` (0-255 scale)."""
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or LOW,HIGH, got {text!r}") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return tuple(parts)
+    raise argparse.ArgumentTypeError(f"expected a number or LOW,HIGH, got {text!r}")
+
+
+def add_task_options(parser, data_help):
+    from pipelines.tasks import LAYOUTS, TASKS
+
+    group = parser.add_argument_group("task and data")
+    group.add_argument("--task", choices=TASKS, default="denoise", help="default: denoise")
+    group.add_argument("--data", metavar="DIR", help=data_help)
+    group.add_argument("--layout", choices=LAYOUTS, default="auto",
+                       help="derain folder layout (default: auto: rainy/ + clean/ pairs, else clean images)")
+    group.add_argument("--sigma", type=sigma, default=None, metavar="S",
+                       help="denoise: noise level on the 0-255 scale, or LOW,HIGH (blind); default 30")
+    group.add_argument("--color", action="store_true", help="denoise RGB images (default: grayscale)")
+    return group

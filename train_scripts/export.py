@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Export a trained network: TF Serving SavedModel (+ TFLite float32/float16/int8).
+
+    python train_scripts/export.py --model-dir runs/train --name clearer-denoise --version 1 --tflite
+
+Writes `<out>/<name>/<version>/` (signatures `serving_default`: float32 image in [0, 1],
+any size -> `restored`; `serving_uint8`: uint8 -> uint8) and, with --tflite,
+`<out>/<name>/tflite/<name>-v<version>-<kind>.tflite`. Runs under the TensorFlow backend
+whatever KERAS_BACKEND says: weights trained under JAX load unchanged.
+"""
+
+import json
+import os
+import sys
+
+os.environ["KERAS_BACKEND"] = "tensorflow"  # before anything imports keras
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (puts the repo root on sys.path)
+
+KINDS = ("float32", "float16", "int8")
+
+
+def parse_args(argv=None):
+    p = _cli.Parser(prog="export.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-dir", metavar="DIR", help="training folder (genotype.json + weights)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="which weights of --model-dir (default: best)")
+    p.add_argument("--weights", metavar="H5", help="a .weights.h5 file (with --genotype)")
+    p.add_argument("--genotype", metavar="JSON", help="genotype.json (default: <model-dir>/genotype.json)")
+    p.add_argument("--name", default="clearer", help="model name in the serving layout (default: clearer)")
+    p.add_argument("--version", type=int, default=1, help="positive integer (default 1)")
+    p.add_argument("--out", default="saved_models", help="root folder (default: saved_models)")
+    p.add_argument("--tflite", nargs="*", choices=KINDS, metavar="KIND",
+                   help=f"also TFLite files: any of {', '.join(KINDS)} (no value: all three)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    return p, p.parse_args(argv)
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    from clearer_tf.genotype import Genotype
+
+    try:
+        if (args.model_dir is None) == (args.weights is None):
+            raise ValueError("give --model-dir, or --weights with --genotype")
+        if args.weights is not None and args.genotype is None:
+            raise ValueError("--weights needs --genotype")
+        weights = args.weights or os.path.join(args.model_dir, f"{args.checkpoint}.weights.h5")
+        genotype_path = args.genotype or os.path.join(args.model_dir, "genotype.json")
+        if not weights.endswith(".weights.h5") or not os.path.isfile(weights):
+            raise ValueError(f"weights {weights}: not an existing .weights.h5 file")
+        genotype = Genotype.coerce(genotype_path)
+        if args.version < 1:
+            raise ValueError(f"--version must be a positive integer, got {args.version}")
+        if not args.name or os.sep in args.name or args.name.startswith("."):
+            raise ValueError(f"--name must be a plain folder name, got {args.name!r}")
+        target = os.path.join(args.out, args.name, str(args.version))
+        if os.path.exists(target) and not args.overwrite:
+            raise ValueError(f"{target} already exists (another --version, or --overwrite)")
+    except (ValueError, OSError) as e:
+        parser.error(str(e))
+    from clearer_tf.export import export
+
+    metadata = {}
+    summary = os.path.join(args.model_dir or "", "train_summary.json")
+    if args.model_dir and os.path.exists(summary):
+        with open(summary, encoding="utf-8") as f:
+            s = json.load(f)
+        metadata["training"] = {k: s.get(k) for k in ("data", "train_config", "validation")}
+    tflite = KINDS if args.tflite == [] else tuple(args.tflite or ())
+    paths = export(genotype, weights, args.out, args.name, args.version, tflite,
+                   overwrite=args.overwrite, metadata=metadata)
+    for kind, path in paths.items():
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) \
+            if os.path.isdir(path) else os.path.getsize(path)
+        print(f"{kind}: {path} ({size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

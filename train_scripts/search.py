@@ -1,0 +1,160 @@
+"""Search a CLEARER architecture (the bilevel search of the paper, Sec. 3.3).
+
+    python train_scripts/search.py --task denoise --preset quick
+    python train_scripts/search.py --task derain                  # paper protocol
+    python train_scripts/search.py --task denoise --resume runs/search-denoise-20250101-120000
+
+Writes genotype.json, architecture.png, alpha_history.csv/.png, tensorboard/ and
+checkpoint/ into the run directory (--out, default runs/search-<task>-<timestamp>).
+--resume continues a killed search from its last checkpoint; give the same options.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # runs from a fresh clone without `pip install`
+    sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line on stderr, exit code 2."""
+        sys.stderr.write(f"{self.prog}: error: {' '.join(str(message).split())}\n")
+        sys.exit(2)
+
+
+def build_parser():
+    p = _Parser(prog="search.py", description="CLEARER architecture search (bilevel, differentiable).")
+    p.add_argument("--task", required=True, choices=["denoise", "derain"])
+    p.add_argument("--preset", default="paper", choices=["paper", "quick"],
+                   help="paper: 3x4 columns, widths 32-256, 10k iterations; quick: a few minutes on a CPU")
+    data = p.add_argument_group("data (default: the bundled samples)")
+    data.add_argument("--data", help="one folder, split by image into weight/architecture sets")
+    data.add_argument("--weights-data", help="folder for the weight steps (with --arch-data)")
+    data.add_argument("--arch-data", help="folder for the architecture steps (with --weights-data)")
+    data.add_argument("--sigma", type=float, default=30.0, help="denoise: noise level on 0-255 (30)")
+    data.add_argument("--color", action="store_true", help="denoise: RGB instead of grayscale")
+    search = p.add_argument_group("search (default: the preset's value)")
+    search.add_argument("--iterations", type=int)
+    search.add_argument("--warmup", type=int, help="weight-only iterations first")
+    search.add_argument("--batch-size", type=int)
+    search.add_argument("--patch-size", type=int, help="a multiple of 8 (2**cells)")
+    search.add_argument("--lambda-arch", type=float, help="weight of L_arch (0.01)")
+    search.add_argument("--lambda-comp", type=float, help="weight of L_comp (0)")
+    search.add_argument("--cost", choices=["params", "flops"], help="cost measure of L_comp")
+    search.add_argument("--arch-batchnorm", choices=["inference", "batch"],
+                        help="BatchNorm in the architecture step: moving (inference, default) or "
+                             "batch statistics; moving statistics are never updated there")
+    search.add_argument("--seed", type=int)
+    net = p.add_argument_group("supernet")
+    net.add_argument("--fusion-input", choices=["x", "parallel"],
+                     help="x: Eq. 1 of the paper; parallel: as the authors' code")
+    net.add_argument("--residual", action="store_true", default=None,
+                     help="predict clean = input - output")
+    run = p.add_argument_group("run")
+    run.add_argument("--distribute", choices=["none", "mirrored"], default="none",
+                     help="mirrored: tf.distribute.MirroredStrategy over all GPUs (TensorFlow backend)")
+    run.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
+                     help="no XLA (on a CPU plain TensorFlow graphs are about 3x faster)")
+    run.add_argument("--out", help="run directory (default runs/search-<task>-<timestamp>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue the search in RUN_DIR")
+    return p
+
+
+def _import_quietly():
+    """Imports Keras/TensorFlow with their C++ start-up log lines (written to fd 2) silenced.
+
+    Python errors still surface; later C++ warnings (devices, XLA) are kept.
+    """
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # "failed call to cuInit" on machines without one
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _overrides(args, names):
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def prepare(args):
+    """Configs, data, strategy and run directory; raises ValueError/DataError on bad input."""
+    from clearer_tf import search as search_lib
+    from clearer_tf.presets import get_preset
+    from pipelines.tasks import load_task_data
+
+    preset = get_preset(args.preset)
+    search_config = dataclasses.replace(
+        preset.search,
+        **_overrides(args, ["iterations", "warmup", "batch_size", "patch_size",
+                            "lambda_arch", "lambda_comp", "cost", "seed", "jit_compile",
+                            "arch_batchnorm"]),
+    )
+    supernet_config = dataclasses.replace(preset.supernet, **_overrides(args, ["fusion_input", "residual"]))
+    search_lib.validate(supernet_config, search_config)
+    if args.resume and args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+        raise ValueError("--out and --resume name different folders (a resumed run stays in its folder)")
+    out = args.resume or args.out or os.path.join(
+        "runs", f"search-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume and not os.path.isfile(search_lib.checkpoint_path(args.resume)):
+        raise ValueError(f"--resume {args.resume}: no search checkpoint there "
+                         f"({search_lib.checkpoint_path(args.resume)} not found)")
+    if not args.resume and os.path.isfile(search_lib.checkpoint_path(out)):
+        raise ValueError(f"--out {out} already holds a search; continue it with --resume {out}")
+    task_data = load_task_data(
+        args.task, data=args.data, weights_data=args.weights_data, arch_data=args.arch_data,
+        sigma=args.sigma, color=args.color, seed=search_config.seed,
+    )
+    supernet_config = dataclasses.replace(supernet_config, image_channels=task_data.channels)
+    strategy = None
+    if args.distribute == "mirrored":
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError("--distribute mirrored needs KERAS_BACKEND=tensorflow")
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    search_lib.validate(supernet_config, search_config, replicas)
+    if args.resume:
+        search_lib.check_resume(out, supernet_config, search_config, search_lib.run_info(task_data))
+    return supernet_config, search_config, task_data, strategy, out
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _import_quietly()
+    from pipelines.errors import DataError
+
+    try:
+        supernet_config, search_config, task_data, strategy, out = prepare(args)
+    except (ValueError, DataError) as e:
+        parser.error(str(e))
+    from clearer_tf.search import run_search
+
+    print(f"search: {args.task}, preset {args.preset}, {search_config.iterations} iterations "
+          f"({search_config.warmup} warm-up), batch {search_config.batch_size} of "
+          f"{search_config.patch_size}x{search_config.patch_size} -> {out}")
+    genotype = run_search(supernet_config, search_config, task_data, out,
+                          resume=bool(args.resume), strategy=strategy)
+    print(f"genotype: {genotype.short()}")
+    print(f"wrote {os.path.join(out, 'genotype.json')}, architecture.png, alpha_history.csv/.png, "
+          f"tensorboard/, checkpoint/")
+    return genotype
+
+
+if __name__ == "__main__":
+    main()
