@@ -61,7 +61,8 @@ def _macs(layer, shape):
     if isinstance(layer, modules.ParallelModule):
         return sum(_macs(unit, s)[0] for unit, s in zip(layer.units, shape)), list(shape)
     if isinstance(layer, modules.FusionModule):
-        total = sum(_macs(path, shape[j])[0] for (_, j), path in layer.paths.items())
+        # paths["i_j"] maps input branch j to output branch i
+        total = sum(_macs(path, shape[int(key.split("_")[1])])[0] for key, path in layer.paths.items())
         return total, layer.compute_output_shape(shape)
     raise NotImplementedError(f"flops: no multiply-add rule for {type(layer).__name__}")
 

@@ -144,6 +144,7 @@ def quick() -> Preset:
         search=SearchConfig(
             iterations=300, warmup=100, batch_size=8, patch_size=32, log_every=25,
             checkpoint_every=100, jit_compile=False,  # on a CPU, XLA compiles long and runs slower
+            arch_lr=3e-3,  # 10x the paper's: alpha must move visibly within 200 search iterations
         ),
         train=TrainConfig(iterations=600, batch_size=8, patch_size=32, validate_every=200),
     )

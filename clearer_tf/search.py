@@ -300,7 +300,10 @@ class _TensorFlowSteps:
     def _build(self, outer_jit, inner_jit):
         tf = self.tf
         self.inner_jit = inner_jit
-        inner = (lambda fn: tf.function(fn, jit_compile=True, autograph=False)) if inner_jit else (lambda fn: fn)
+
+        def inner(fn):  # per-replica forward/backward: no variable writes, may be XLA-compiled
+            return tf.function(fn, jit_compile=True, autograph=False) if inner_jit else fn
+
         self.weight_grads = inner(self._weight_grads)
         self.arch_grads = inner(self._arch_grads)
         bodies = {
@@ -311,7 +314,9 @@ class _TensorFlowSteps:
         }
         strategy = self.s.strategy
         if strategy is None:
-            self.fns = {k: tf.function(fn, jit_compile=outer_jit, autograph=False) for k, fn in bodies.items()}
+            self.fns = {
+                k: tf.function(fn, jit_compile=outer_jit, autograph=False) for k, fn in bodies.items()
+            }
             return
 
         def distributed(body):
@@ -323,7 +328,8 @@ class _TensorFlowSteps:
 
         self.fns = {k: distributed(fn) for k, fn in bodies.items()}
 
-    # --- per-replica pieces (no synchronisation inside: they may be XLA-compiled) ---------
+    # --- per-replica pieces: no variable writes inside, so they may be XLA-compiled; on GPU
+    # replicas TF runs the synchronised-BatchNorm all-reduce inside XLA as a collective -------
     def _weight_grads(self, tvals, stats, x, y):
         weights = [tvals[i] for i in self.weight_pos]
         with self.tf.GradientTape() as tape:
@@ -667,7 +673,9 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
     if resume:
         check_resume(out_dir, supernet_config, c, info)
     elif os.path.isfile(checkpoint_path(out_dir)):
-        raise ValueError(f"{out_dir} already holds a search checkpoint: resume it or choose another output folder")
+        raise ValueError(
+            f"{out_dir} already holds a search checkpoint: resume it or choose another output folder"
+        )
     os.makedirs(out_dir, exist_ok=True)
 
     keras.utils.set_random_seed(c.seed)
