@@ -1,5 +1,6 @@
 """Atomic file writes: write next to the target, then rename, so no reader sees half a file."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -8,14 +9,24 @@ import tempfile
 import numpy as np
 
 
-def _tmp_path(path, suffix=""):
-    """A fresh temporary path in the target's folder (same filesystem, so rename is atomic)."""
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yields a fresh temporary path beside `path`; renames it onto `path` if the block succeeds.
+
+    The temporary file is in the target's folder (same filesystem, so the rename is atomic)
+    and is removed if the block raises, so no reader ever sees half a file.
+    """
     path = os.path.abspath(os.fspath(path))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=suffix)
     os.close(fd)
-    os.remove(tmp)
-    return path, tmp
+    os.remove(tmp)  # writers create it themselves, with the usual (umask) permissions
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _default(value):
@@ -28,32 +39,26 @@ def _default(value):
 
 def write_json(path, data):
     """JSON with indent 2; NumPy scalars and arrays become plain numbers and lists."""
-    path, tmp = _tmp_path(path, ".json")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path, ".json") as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, default=_default)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def write_bytes(path, data: bytes):
-    path, tmp = _tmp_path(path)
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
-    os.replace(tmp, path)
 
 
 def save_weights(model, path):
     """`model.save_weights` to a temporary `.weights.h5`, then rename onto `path`."""
-    path, tmp = _tmp_path(path, ".weights.h5")
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, ".weights.h5") as tmp:
+        model.save_weights(tmp)
 
 
 def save_model(model, path):
     """`model.save` to a temporary `.keras` file, then rename onto `path`."""
-    path, tmp = _tmp_path(path, ".keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, ".keras") as tmp:
+        model.save(tmp)
 
 
 def replace_dir(tmp_dir, target, overwrite=False):

@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from clearer_tf import files
 from clearer_tf.presets import SupernetConfig
 from clearer_tf.supernet import CANDIDATES, mixed_columns
 
@@ -198,12 +198,7 @@ class Genotype:
 
     def save(self, path):
         """Write JSON atomically (temp file + rename): never a half-written file."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
+        files.write_json(path, self.to_dict())
 
 
 def derive(model, config: SupernetConfig, **fields) -> Genotype:

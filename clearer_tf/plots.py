@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
+from clearer_tf import files  # noqa: E402
 from clearer_tf.genotype import Genotype  # noqa: E402
 
 _COLOURS = {"parallel": "#4C72B0", "fusion": "#DD8452", "stem": "#8C8C8C", "transition": "#55A868"}
@@ -16,12 +17,11 @@ _COLOURS = {"parallel": "#4C72B0", "fusion": "#DD8452", "stem": "#8C8C8C", "tran
 
 def _save(fig, path):
     """Atomic save: render to a temporary file next to `path`, then rename."""
-    path = os.fspath(path)
-    base, ext = os.path.splitext(path)
-    tmp = f"{base}.tmp{ext}"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with files.atomic_path(path, os.path.splitext(os.fspath(path))[1]) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def plot_architecture(genotype, path):

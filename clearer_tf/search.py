@@ -38,14 +38,13 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from clearer_tf import complexity, losses
+from clearer_tf import complexity, files, losses
 from clearer_tf.genotype import derive
 from clearer_tf.presets import SearchConfig, SupernetConfig
 from clearer_tf.supernet import arch_variables, build_supernet, mixed_columns, weight_variables
@@ -244,11 +243,9 @@ class BilevelSearch:
             "variables": names,
         }
         arrays["__meta__"] = np.array(json.dumps(meta))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, os.path.join(directory, CHECKPOINT_FILE))
+        with files.atomic_path(os.path.join(directory, CHECKPOINT_FILE), ".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
 
     def restore_checkpoint(self, directory):
         """Loads `save_checkpoint`'s file; returns its metadata."""
@@ -617,13 +614,11 @@ class AlphaHistory:
                 reader = csv.reader(f)
                 if next(reader, None) == self.header:
                     rows = [r for r in reader if r and int(r[0]) <= iteration]
-        directory = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".csv")
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(self.header)
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        with files.atomic_path(self.path, ".csv") as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(self.header)
+                writer.writerows(rows)
         return len(rows)
 
     def append(self, iteration, alphas, weights):
