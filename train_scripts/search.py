@@ -9,27 +9,17 @@ checkpoint/ into the run directory (--out, default runs/search-<task>-<timestamp
 --resume continues a killed search from its last checkpoint; give the same options.
 """
 
-import argparse
 import dataclasses
 import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # runs from a fresh clone without `pip install`
-    sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line on stderr, exit code 2."""
-        sys.stderr.write(f"{self.prog}: error: {' '.join(str(message).split())}\n")
-        sys.exit(2)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (puts the repo root on sys.path, quiets TensorFlow's C++ logs)
 
 
 def build_parser():
-    p = _Parser(prog="search.py", description="CLEARER architecture search (bilevel, differentiable).")
+    p = _cli.Parser(prog="search.py", description="CLEARER architecture search (bilevel, differentiable).")
     p.add_argument("--task", required=True, choices=["denoise", "derain"])
     p.add_argument("--preset", default="paper", choices=["paper", "quick"],
                    help="paper: 3x4 columns, widths 32-256, 10k iterations; quick: a few minutes on a CPU")
