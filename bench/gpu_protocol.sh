@@ -1,36 +1,53 @@
 #!/usr/bin/env bash
-# The GPU session in one background job (JAX backend, tf.data on the CPU):
-#   1. benchmarks of the discrete network (float32 and mixed bfloat16; the supernet's three step
-#      programs take ~3 min each to compile, so the search is timed from its own log instead),
-#   2. the paper-preset search for grayscale denoising at sigma 50 (BSDS500 train / val),
-#   3. training of the found network (BSDS500 train, model selection on Set12),
-# sized so that everything ends before DEADLINE_S seconds from its start: the iteration counts of
-# the search (at most the paper's 10,000) and of the training are derived from the step times
-# measured on an H100 (SEARCH_S, TRAIN_S; see docs/benchmarks.md) and the compile times. Run from the repository root, detached:  setsid bash bench/gpu_protocol.sh &
-# Progress: $WORK/log.  Results: $WORK/{bench_*.json,search50/,train50/}.
+# The paper protocol on one GPU in one background job (JAX backend, tf.data on the CPU):
+#   1. (BENCH=1) benchmarks of the discrete network, float32 and mixed bfloat16;
+#   2. the paper-preset search (TASK=denoise: grayscale, SIGMA=50; TASK=derain: RGB, rain
+#      synthesised on the clean images), weights on BSDS500 train, architecture on val;
+#   3. training of the found network on BSDS500 train; model selection on Set12 (denoise) or
+#      on BSDS500 val with synthesised rain (derain);
+#   4. evaluation on Set12 (denoise) or the real Rain100L pairs (derain): whole image and 64x64
+#      patches, without and with the x8 ensemble;
+#   5. $WORK/fetch/: what comes back (genotype, alpha history, logs, summaries, model-only
+#      weights split into 15 MB parts), for `train_scripts/ship.py` on the CPU machine.
+# Sized so that everything ends before DEADLINE_S seconds from its start: the search takes
+# min(10,000, what fits) iterations and the training the rest, from step times measured on an
+# H100 (SEARCH_S, TRAIN_S; docs/benchmarks.md) and compile allowances. On JAX the search is one
+# XLA program (warm-up included); compiled programs go to a persistent cache ($WORK/jaxcache).
+# Run from the repository root, detached:  setsid bash bench/gpu_protocol.sh &
+# Progress: $WORK/log.
 set -u
 DATA=${DATA:-.gpudata}
 WORK=${WORK:-/tmp/gpuwork}
 DEADLINE_S=${DEADLINE_S:-1380}
+TASK=${TASK:-denoise}
+SIGMA=${SIGMA:-50}
+if [ "$TASK" = denoise ]; then
+  TASK_ARGS="--task denoise --sigma $SIGMA"; VAL="$DATA/Set12"; TEST="$DATA/Set12"; RUN=${TASK}${SIGMA}
+else
+  TASK_ARGS="--task derain"; VAL="$DATA/BSDS500/val"; TEST="$DATA/Rain100L-sample"; RUN=$TASK
+fi
 START=$(date +%s)
-mkdir -p "$WORK"
+mkdir -p "$WORK/fetch"
 exec >>"$WORK/log" 2>&1
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$WORK/jaxcache}
 elapsed() { echo $(( $(date +%s) - START )); }
 echo "== start $(date -u +%FT%TZ) on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
 
-for prec in float32 mixed_bfloat16; do
-  timeout 300 python bench/bench.py --only network --batch 32 --steps 30 --precision $prec \
-    --json "$WORK/bench_network_${prec}.json" || echo "bench network $prec failed"
-  echo "== bench $prec done at $(elapsed)s"
-done
+if [ "${BENCH:-0}" = 1 ]; then
+  for prec in float32 mixed_bfloat16; do
+    timeout 300 python bench/bench.py --only network --batch 32 --steps 30 --precision $prec \
+      --json "$WORK/fetch/bench_network_${prec}.json" || echo "bench network $prec failed"
+    echo "== bench $prec done at $(elapsed)s"
+  done
+fi
 
 # Iteration budgets from the measured step times (plus 20-30 % for data and logging).
 read SEARCH_IT TRAIN_IT < <(python - "$DEADLINE_S" "$(elapsed)" "${SEARCH_S:-0.060}" "${TRAIN_S:-0.030}" <<'EOF'
 import sys
 deadline, used, s, t = (float(a) for a in sys.argv[1:])
-left = deadline - used - 420  # compiling the search's two programs (~6 min) and the training's
-search_it = int(min(10_000, 0.5 * left / (1.2 * s)) // 100 * 100)
+left = deadline - used - 420  # compiling the search (~3 min) and the training, evaluation
+search_it = int(min(10_000, 0.6 * left / (1.2 * s)) // 100 * 100)
 train_it = int((left - 1.2 * s * search_it) / (1.3 * t) // 2000 * 2000)
 print(search_it, max(train_it, 2000))
 EOF
@@ -38,13 +55,37 @@ EOF
 WARMUP=$(( SEARCH_IT / 10 ))
 echo "== search $SEARCH_IT iterations (warm-up $WARMUP), train $TRAIN_IT iterations, at $(elapsed)s"
 
-python train_scripts/search.py --task denoise --preset paper --sigma 50 \
+python train_scripts/search.py $TASK_ARGS --preset paper \
   --weights-data "$DATA/BSDS500/train" --arch-data "$DATA/BSDS500/val" \
-  --iterations "$SEARCH_IT" --warmup "$WARMUP" --out "$WORK/search50" || echo "search failed"
+  --iterations "$SEARCH_IT" --warmup "$WARMUP" --out "$WORK/search-$RUN" || echo "search failed"
 echo "== search done at $(elapsed)s"
 
-python train_scripts/train.py --task denoise --sigma 50 --genotype "$WORK/search50/genotype.json" \
-  --data "$DATA/BSDS500/train" --val-data "$DATA/Set12" --preset paper \
-  --iterations "$TRAIN_IT" --validate-every 2000 --out "$WORK/train50" --quiet || echo "train failed"
+python train_scripts/train.py $TASK_ARGS --genotype "$WORK/search-$RUN/genotype.json" \
+  --data "$DATA/BSDS500/train" --val-data "$VAL" --preset paper \
+  --iterations "$TRAIN_IT" --validate-every 2000 --out "$WORK/train-$RUN" --quiet || echo "train failed"
 echo "== train done at $(elapsed)s"
-echo "== end"
+
+python train_scripts/evaluate.py --model-dir "$WORK/train-$RUN" $TASK_ARGS --data "$TEST" \
+  --patches --sheet 0 --out "$WORK/train-$RUN/eval" || echo "eval failed"
+python train_scripts/evaluate.py --model-dir "$WORK/train-$RUN" $TASK_ARGS --data "$TEST" \
+  --patches --ensemble --sheet 0 --out "$WORK/train-$RUN/eval-x8" || echo "eval x8 failed"
+echo "== evaluation done at $(elapsed)s"
+
+F="$WORK/fetch"
+S="$WORK/search-$RUN"; T="$WORK/train-$RUN"
+cp "$S/genotype.json" "$S/alpha_history.csv" "$S/alpha_history.png" "$S/architecture.png" "$F/" 2>/dev/null
+cp "$T/train_summary.json" "$T/validation.json" "$F/" 2>/dev/null
+cp "$T/eval/summary.json" "$F/eval_summary.json" 2>/dev/null
+cp "$T/eval-x8/summary.json" "$F/eval_x8_summary.json" 2>/dev/null
+python - "$T" "$F" <<'EOF'
+import os, sys
+import keras
+from clearer_tf.network import build_network
+run, out = sys.argv[1:]
+model = build_network(os.path.join(run, "genotype.json"))
+model.load_weights(os.path.join(run, "best.weights.h5"), skip_mismatch=False)
+model.save_weights(os.path.join(out, "best.model.weights.h5"))
+EOF
+(cd "$F" && split -b 15M best.model.weights.h5 best.model.weights.h5.part- && rm best.model.weights.h5)
+ls -la "$F"
+echo "== end at $(elapsed)s"

@@ -8,6 +8,9 @@ Layout (TF Serving's): `<root>/<name>/<version>/` holds the SavedModel with two 
 * `serving_uint8`: `image` uint8 [batch, H, W, C] -> `restored` uint8 (clipped, rounded);
 
 plus `assets.extra/clearer.json` (genotype and export metadata; TF Serving ignores it).
+The network's weights are also a variable collection `clearer_weights` (same variables,
+stored once, in `network.weights` order; their paths are in `clearer.json`), which is how
+`clearer_tf.pretrained.load_pretrained` puts them back into a Keras model.
 TFLite files go to `<root>/<name>/tflite/<name>-v<version>-{float32,float16,int8}.tflite`
 (`serving_default` converted with `tf.lite.TFLiteConverter.from_saved_model`; int8 is
 dynamic-range quantisation: int8 weights, float activations).
@@ -29,6 +32,7 @@ from clearer_tf import files
 from clearer_tf.genotype import Genotype
 
 TFLITE_KINDS = ("float32", "float16", "int8")
+WEIGHTS_COLLECTION = "clearer_weights"
 
 
 def _require_tensorflow_backend():
@@ -91,6 +95,7 @@ def export_saved_model(genotype, weights, root="saved_models", name="clearer", v
         tf.TensorSpec([None, None, None, channels], tf.float32, name="image")])
     archive.add_endpoint("serving_uint8", serve_uint8, input_signature=[
         tf.TensorSpec([None, None, None, channels], tf.uint8, name="image")])
+    archive.add_variable_collection(WEIGHTS_COLLECTION, list(model.weights))
 
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=os.path.dirname(target))
@@ -99,6 +104,7 @@ def export_saved_model(genotype, weights, root="saved_models", name="clearer", v
         files.write_json(os.path.join(tmp, "assets.extra", "clearer.json"), {
             "genotype": genotype.to_dict(),
             "weights": os.path.basename(os.fspath(weights)),
+            WEIGHTS_COLLECTION: [v.path for v in model.weights],
             "signatures": {
                 "serving_default": "image float32 [N,H,W,C] in [0,1] -> restored float32 (not clipped)",
                 "serving_uint8": "image uint8 [N,H,W,C] -> restored uint8",

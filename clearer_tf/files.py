@@ -62,7 +62,14 @@ def save_model(model, path):
 
 
 def replace_dir(tmp_dir, target, overwrite=False):
-    """Move a fully written folder `tmp_dir` to `target` (a rename on the same filesystem)."""
+    """Move a fully written folder `tmp_dir` to `target` (a rename on the same filesystem).
+
+    `tmp_dir` (from `tempfile.mkdtemp`, mode 0700) gets the usual folder permissions first,
+    so that e.g. a TF Serving container running as another user can read the model.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_dir, 0o777 & ~umask)
     if os.path.exists(target):
         if not overwrite:
             shutil.rmtree(tmp_dir, ignore_errors=True)

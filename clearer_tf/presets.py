@@ -10,6 +10,21 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
+def resolve_jit(jit_compile) -> bool:
+    """`True`/`False`, or `"auto"`: XLA unless TensorFlow runs on a machine without a GPU
+    (on CPUs TF's XLA convolutions are slower than its oneDNN kernels; docs/benchmarks.md).
+    JAX always compiles; this only matters for the TensorFlow backend."""
+    if jit_compile != "auto":
+        return bool(jit_compile)
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 @dataclass
 class SupernetConfig:
     """Shape of the multi-scale search space (paper Sec. 3.1, authors' code).
@@ -95,7 +110,7 @@ class SearchConfig:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
-    jit_compile: bool = True
+    jit_compile: bool | str = "auto"  # True, False, or "auto" (see resolve_jit)
 
     def __post_init__(self):
         if self.iterations <= self.warmup:
@@ -120,7 +135,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     validate_every: int = 1_000
     seed: int = 0
-    jit_compile: bool = True
+    jit_compile: bool | str = "auto"  # True, False, or "auto" (see resolve_jit)
 
 
 @dataclass

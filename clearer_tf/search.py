@@ -5,8 +5,10 @@ One iteration = an architecture step on a batch of the architecture stream
 in inference mode, or with batch statistics if `arch_batchnorm="batch"`; its moving
 statistics are never updated by architecture batches), then a weight step on a
 batch of the weight stream (L_res only, gradients to the weights, BatchNorm in
-training mode). During the first `warmup` iterations only the weight step runs;
-the phase switch is plain Python (two compiled step functions), not `tf.cond`.
+training mode). During the first `warmup` iterations alpha does not move: on
+TensorFlow only the weight step runs (the phase switch is plain Python, two compiled
+step functions); on JAX the iteration is one program whose architecture update is
+discarded during warm-up (one XLA compilation instead of two).
 
 Optimisers, as the authors' PyTorch code:
 * weights: SGD, momentum 0.9, gradients clipped to global norm 5, then coupled L2
@@ -21,7 +23,8 @@ Backends:
   synchronised, each replica's loss is divided by the replica count and the
   gradients are all-reduced; XLA is applied to the per-replica forward/backward
   function only, and only on GPU replicas (on CPU replicas TF cannot all-reduce
-  inside XLA, so they run without it).
+  inside XLA, so they run without it). `jit_compile="auto"` (the default) means XLA
+  with a GPU, none on a CPU, where it is slower.
 * JAX: stateless steps (`model.stateless_call`, `optimizer.stateless_apply`) under
   `jax.jit` with donated buffers; the state lives in pytrees and is written back to
   the Keras variables only by `sync()` (log steps, checkpoints, the end).
@@ -38,15 +41,16 @@ import dataclasses
 import json
 import os
 import sys
+import time
 import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from clearer_tf import complexity, files, losses
+from clearer_tf import complexity, device, files, losses
 from clearer_tf.genotype import derive
-from clearer_tf.presets import SearchConfig, SupernetConfig
+from clearer_tf.presets import SearchConfig, SupernetConfig, resolve_jit
 from clearer_tf.supernet import arch_variables, build_supernet, mixed_columns, weight_variables
 
 CHECKPOINT_DIR = "checkpoint"
@@ -154,6 +158,7 @@ class BilevelSearch:
             self.weight_optimizer.build(self.weight_vars)
             self.arch_optimizer.build(self.arch_vars)
         self.iteration = 0
+        self.seconds = 0.0  # wall time of the search so far (run_search keeps it; checkpointed)
         self._steps = _JaxSteps(self) if self.backend == "jax" else _TensorFlowSteps(self)
 
     def _scope(self):
@@ -194,10 +199,7 @@ class BilevelSearch:
 
     def step(self, weight_batch, arch_batch, warmup: bool):
         """One search iteration: (arch step unless `warmup`) then weight step."""
-        if warmup:
-            metrics = self._steps.run("weight", weight_batch)
-        else:
-            metrics = self._steps.run("search", weight_batch, arch_batch)
+        metrics = self._steps.iteration(weight_batch, arch_batch, warmup)
         self.iteration += 1
         return metrics
 
@@ -238,6 +240,7 @@ class BilevelSearch:
         meta = {
             "format": CHECKPOINT_FORMAT,
             "iteration": self.iteration,
+            "seconds": round(self.seconds, 1),
             "backend": self.backend,
             "config": run_config(self.supernet_config, self.config, info),
             "variables": names,
@@ -268,6 +271,7 @@ class BilevelSearch:
                         )
                     v.assign(value)
         self.iteration = int(meta["iteration"])
+        self.seconds = float(meta.get("seconds", 0.0))
         self._steps.load()
         return meta
 
@@ -286,7 +290,7 @@ class _TensorFlowSteps:
         self.weight_pos = [position[id(v)] for v in search.weight_vars]
         self.arch_pos = [position[id(v)] for v in search.arch_vars]
         strategy = search.strategy
-        jit = bool(search.config.jit_compile)
+        jit = resolve_jit(search.config.jit_compile)
         if strategy is None:
             self._build(outer_jit=jit, inner_jit=False)
         else:
@@ -426,6 +430,11 @@ class _TensorFlowSteps:
         self._first_call.add(name)
         return out
 
+    def iteration(self, weight_batch, arch_batch, warmup):
+        if warmup:
+            return self.run("weight", weight_batch)
+        return self.run("search", weight_batch, arch_batch)
+
     def sync(self):
         pass
 
@@ -457,9 +466,14 @@ class _JaxSteps:
         }
         self.load()
 
-        def search_fn(state, weight_batch, arch_batch):
-            state, arch_metrics = self._arch(state, arch_batch)
-            state, weight_metrics = self._weight(state, weight_batch)
+        def search_fn(state, weight_batch, arch_batch, update_arch=True):
+            # One program for warm-up and search: during warm-up (`update_arch` False, a
+            # traced flag) the architecture step is computed but alpha and Adam's state are
+            # kept, so XLA compiles the supernet once (minutes on a GPU) instead of twice.
+            new, arch_metrics = self._arch(state, arch_batch)
+            for key in ("alphas", "arch_opt"):
+                new[key] = [jax.numpy.where(update_arch, a, b) for a, b in zip(new[key], state[key])]
+            state, weight_metrics = self._weight(new, weight_batch)
             return state, {**arch_metrics, **weight_metrics}
 
         self.fns = {
@@ -514,12 +528,15 @@ class _JaxSteps:
         pred, _ = s.model.stateless_call(tvals, state["stats"], x, training=False)
         return {"arch_res": s.loss_fn(pred, y), "arch_psnr": s.batch_psnr(pred, y)}
 
-    def run(self, name, *batches):
+    def run(self, name, *batches, **flags):
         batches = tuple(tuple(np.asarray(t) for t in b) for b in batches)
         if name == "eval":
             return self.fns[name](self.state, *batches)
-        self.state, metrics = self.fns[name](self.state, *batches)
+        self.state, metrics = self.fns[name](self.state, *batches, **flags)
         return metrics
+
+    def iteration(self, weight_batch, arch_batch, warmup):
+        return self.run("search", weight_batch, arch_batch, update_arch=np.asarray(not warmup))
 
     def load(self):
         """Copy the Keras variables into the state (copies: the steps donate their buffers)."""
@@ -701,6 +718,7 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
         _log(search, {}, writer, history, None, quiet=True)
 
     sums, counts = {}, {}
+    earlier_seconds, start = search.seconds, time.time()
     while search.iteration < c.iterations:
         weight_batch, arch_batch = next(batches)
         warmup = search.iteration < c.warmup
@@ -711,17 +729,19 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
         it = search.iteration
         if it % c.log_every == 0 or it == c.iterations:
             values = {k: float(sums[k]) / counts[k] for k in sums}
-            if warmup:  # no architecture step yet: report the architecture batch anyway
+            if warmup and "arch_psnr" not in values:  # report the architecture batch anyway
                 values.update({k: float(v) for k, v in search.evaluate(arch_batch).items()})
             _log(search, values, writer, history, progbar)
             sums, counts = {}, {}
         if it % c.checkpoint_every == 0 or it == c.iterations:
+            search.seconds = earlier_seconds + time.time() - start
             search.save_checkpoint(ckpt_dir, info)
     writer.close()
     search.sync()
 
     search_info = dict(dataclasses.asdict(c), fusion_input=supernet_config.fusion_input,
-                       backend=search.backend, replicas=replicas)
+                       backend=search.backend, replicas=replicas, device=device.describe(),
+                       wall_seconds=round(search.seconds, 1))
     genotype = derive(model, supernet_config, task=task_data.task, search=search_info,
                       data=_jsonable(dict(task_data.description)))
     genotype.save(os.path.join(out_dir, "genotype.json"))

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from clearer_tf import files
+from clearer_tf import device, files
 from clearer_tf.evaluation import degrade_items, keras_predictor
 from clearer_tf.genotype import Genotype
 from clearer_tf.metrics import PSNRMetric, psnr
 from clearer_tf.network import build_network
-from clearer_tf.presets import TrainConfig
+from clearer_tf.presets import TrainConfig, resolve_jit
 
 VALIDATION_PROTOCOL = (
     "whole images, degraded once with a fixed seed (deterministic noise), reflect-padded "
@@ -88,7 +88,7 @@ def compile_network(model, config: TrainConfig):
         optimizer=make_optimizer(config),
         loss="mean_squared_error",
         metrics=[PSNRMetric()],
-        jit_compile=config.jit_compile,
+        jit_compile=resolve_jit(config.jit_compile),
     )
     return model
 
@@ -132,7 +132,8 @@ class ValidationPSNR(keras.callbacks.Callback):
 class CheckpointAndLog(keras.callbacks.Callback):
     """After each validation: last weights, best weights (by `val_psnr`), `validation.json`.
 
-    All three are written atomically. `rows` are earlier validations (a resumed run).
+    All three are written atomically. `rows` are earlier validations (a resumed run);
+    each row's `seconds` is the wall time of training so far, earlier runs included.
     """
 
     def __init__(self, out_dir, steps_per_epoch, rows=()):
@@ -141,10 +142,20 @@ class CheckpointAndLog(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.rows = list(rows)
         self.best = max((r["val_psnr"] for r in self.rows), default=-np.inf)
+        self.earlier_seconds = float(self.rows[-1].get("seconds", 0.0)) if self.rows else 0.0
+        self.start = time.time()
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+
+    @property
+    def seconds(self):
+        return self.earlier_seconds + time.time() - self.start
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        row = {"epoch": epoch, "step": (epoch + 1) * self.steps_per_epoch}
+        row = {"epoch": epoch, "step": (epoch + 1) * self.steps_per_epoch,
+               "seconds": round(self.seconds, 1)}
         row.update({k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         files.save_weights(self.model, os.path.join(self.out_dir, "last.weights.h5"))
@@ -290,7 +301,10 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         "history": rows,
         "resumed_from_step": initial_epoch * config.validate_every,
         "seconds_this_run": round(seconds, 1),
+        "wall_seconds": round(checkpoint.seconds, 1),
+        "iterations_done": rows[-1]["step"] if rows else 0,
         "backend": keras.backend.backend(),
+        "device": device.describe(),
         "files": {
             "model": "model.keras (best validation weights)",
             "best_weights": "best.weights.h5",

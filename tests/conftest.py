@@ -1,7 +1,9 @@
 """Shared fixtures: real images from ../shared/datasets (or the bundled samples)."""
 
+import importlib
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,3 +50,22 @@ def bsds_val_dir():
 def rain_dir():
     """Folder with `rainy/` and `clean/` (Rain100L sample pairs)."""
     return _dataset("Rain100L-sample")
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """`run_cli("train", argv)`: runs `train_scripts/train.py`'s `main(argv)`, which must exit
+    (argparse error); returns (exit code, last line of stderr)."""
+
+    def run(script, argv):
+        sys.path.insert(0, str(REPO_ROOT / "train_scripts"))
+        try:
+            module = importlib.import_module(script)
+        finally:
+            sys.path.pop(0)
+        with pytest.raises(SystemExit) as exit_info:
+            module.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        return exit_info.value.code, err[-1] if err else ""
+
+    return run

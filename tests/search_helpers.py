@@ -24,16 +24,25 @@ def configs():
 
 
 def two_steps(search, batches):
-    """Two full iterations (arch + weight step); their metrics and alpha after."""
+    """One warm-up iteration, then two full iterations (arch + weight step); their
+    metrics, alpha and the architecture optimizer's step count after the warm-up, and
+    alpha after all."""
     import numpy as np
 
+    def alphas():
+        search.sync()
+        return np.stack([np.asarray(v.numpy()) for v in search.arch_vars]).tolist()
+
+    out = search.step(batches[0], batches[1], warmup=True)
+    warmup = {key: float(value) for key, value in out.items()}
+    after_warmup = alphas()
+    arch_steps = int(np.asarray(search.arch_optimizer.iterations.numpy()))
     metrics = []
-    for k in range(2):
+    for k in range(1, 3):
         out = search.step(batches[2 * k], batches[2 * k + 1], warmup=False)
         metrics.append({key: float(value) for key, value in out.items()})
-    search.sync()
-    alphas = np.stack([np.asarray(v.numpy()) for v in search.arch_vars])
-    return {"metrics": metrics, "alphas": alphas.tolist()}
+    return {"warmup": warmup, "alphas_after_warmup": after_warmup,
+            "arch_steps_after_warmup": arch_steps, "metrics": metrics, "alphas": alphas()}
 
 
 def jax_side(directory):

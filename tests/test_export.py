@@ -14,7 +14,6 @@ from clearer_tf.genotype import Genotype
 from clearer_tf.network import build_network
 from pipelines.tasks import load_eval_items
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = Genotype.from_string("F / P / F", base_width=4, stem_planes=4, stem_blocks=1)
 
 
@@ -123,20 +122,14 @@ def test_tflite_runs_at_dynamic_size_with_parity(exported, image, kind, toleranc
     assert os.path.getsize(paths["int8"]) < os.path.getsize(paths["float32"])
 
 
-def test_export_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
-    sys.path.insert(0, os.path.join(REPO_ROOT, "train_scripts"))
-    try:
-        import export as export_cli
-    finally:
-        sys.path.pop(0)
+def test_export_cli_rejects_bad_input_in_one_line(tmp_path, run_cli):
     cases = [
         ([], "give --model-dir, or --weights with --genotype"),
         (["--model-dir", str(tmp_path)], "not an existing .weights.h5 file"),
         (["--weights", str(tmp_path / "w.weights.h5")], "--weights needs --genotype"),
+        (["--pretrained", "no-such-model"], "no shipped model 'no-such-model'"),
     ]
     for argv, expected in cases:
-        with pytest.raises(SystemExit) as exit_info:
-            export_cli.main([*argv, "--out", str(tmp_path / "out")])
-        line = capsys.readouterr().err.strip().splitlines()[-1]
-        assert exit_info.value.code == 2 and line.startswith("export.py: error: ") and expected in line
+        code, line = run_cli("export", [*argv, "--out", str(tmp_path / "out")])
+        assert code == 2 and line.startswith("export.py: error: ") and expected in line, line
     assert not (tmp_path / "out").exists()

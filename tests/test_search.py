@@ -131,7 +131,7 @@ def subprocesses(tmp_path_factory):
     supernet_config, _ = search_helpers.configs()
     keras.utils.set_random_seed(3)
     model = build_supernet(config=supernet_config)
-    data = np.random.RandomState(4).rand(4, 2, 4, 16, 16, 1).astype("float32")  # 4 (degraded, clean)
+    data = np.random.RandomState(4).rand(6, 2, 4, 16, 16, 1).astype("float32")  # 6 (degraded, clean)
     np.save(directory / "batches.npy", data)
     model.save_weights(directory / "supernet.weights.h5")
     procs = {}
@@ -169,6 +169,13 @@ def test_tensorflow_and_jax_give_the_same_losses(subprocesses):
     initial = np.stack([v.numpy() for v in search.arch_vars])
     tf_side = search_helpers.two_steps(search, [(d[0], d[1]) for d in data])
     jax_side = result(subprocesses["procs"]["jax"])
+    # Warm-up: the same weight step; alpha and Adam untouched on both (JAX computes the
+    # architecture step in the same program and discards it).
+    for key in ("loss", "grad_norm", "lr"):
+        assert jax_side["warmup"][key] == pytest.approx(tf_side["warmup"][key], rel=1e-4, abs=1e-6), key
+    for side in (tf_side, jax_side):
+        np.testing.assert_array_equal(side["alphas_after_warmup"], initial)
+        assert side["arch_steps_after_warmup"] == 0
     for tf_metrics, jax_metrics in zip(tf_side["metrics"], jax_side["metrics"]):
         assert set(tf_metrics) == set(jax_metrics)
         for key in ("loss", "arch_loss", "arch_res", "arch_entropy", "arch_psnr", "grad_norm", "lr"):
@@ -279,3 +286,13 @@ def test_resume_rejects_a_missing_checkpoint_or_another_configuration(tmp_path, 
         check_resume(str(reference), SMALL, other, run_info(task_data))
     runtime_only = SearchConfig(**{**SHORT.__dict__, "log_every": 1, "jit_compile": True})
     check_resume(str(reference), SMALL, runtime_only, run_info(task_data))
+
+
+def test_jit_auto_means_xla_only_with_a_gpu_on_tensorflow():
+    import tensorflow as tf
+
+    from clearer_tf.presets import resolve_jit
+
+    assert SearchConfig().jit_compile == "auto"
+    assert resolve_jit("auto") is bool(tf.config.list_logical_devices("GPU"))
+    assert resolve_jit(True) is True and resolve_jit(False) is False

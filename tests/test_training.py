@@ -2,8 +2,6 @@
 
 import json
 import math
-import os
-import sys
 
 import keras
 import numpy as np
@@ -15,7 +13,6 @@ from clearer_tf.training import check_train_config, make_optimizer, train_networ
 from pipelines.noise import GaussianNoise
 from pipelines.tasks import load_eval_items, load_task_data
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = Genotype.from_string("F / P / F", base_width=4, stem_planes=4, stem_blocks=1)
 SIGMA = 50.0
 
@@ -110,18 +107,6 @@ def test_bad_train_config_is_rejected(changes, message):
         check_train_config(TrainConfig(**changes))
 
 
-def _run_cli(capsys, argv):
-    sys.path.insert(0, os.path.join(REPO_ROOT, "train_scripts"))
-    try:
-        import train as train_cli
-    finally:
-        sys.path.pop(0)
-    with pytest.raises(SystemExit) as exit_info:
-        train_cli.main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    return exit_info.value.code, err[-1] if err else ""
-
-
 @pytest.mark.parametrize(
     "mutate, extra, expected",
     [
@@ -134,13 +119,13 @@ def _run_cli(capsys, argv):
         (lambda d: None, ["--sigma", "-5"], "--sigma"),
     ],
 )
-def test_cli_rejects_bad_input_in_one_line_before_training(tmp_path, capsys, mutate, extra, expected):
+def test_cli_rejects_bad_input_in_one_line_before_training(tmp_path, run_cli, mutate, extra, expected):
     data = json.loads(json.dumps(TINY.to_dict()))  # a deep copy
     mutate(data)
     path = tmp_path / "genotype.json"
     path.write_text(json.dumps(data))
     out = tmp_path / "out"
-    code, line = _run_cli(capsys, ["--genotype", str(path), "--preset", "quick", "--out", str(out), *extra])
+    code, line = run_cli("train", ["--genotype", str(path), "--preset", "quick", "--out", str(out), *extra])
     assert code == 2
     assert line.startswith("train.py: error: ") and expected in line, line
     assert not out.exists(), "nothing may be written on bad input"

@@ -2,6 +2,7 @@
 """Export a trained network: TF Serving SavedModel (+ TFLite float32/float16/int8).
 
     python train_scripts/export.py --model-dir runs/train --name clearer-denoise --version 1 --tflite
+    python train_scripts/export.py --pretrained denoise-gray-sigma50 --tflite int8   # a shipped model
 
 Writes `<out>/<name>/<version>/` (signatures `serving_default`: float32 image in [0, 1],
 any size -> `restored`; `serving_uint8`: uint8 -> uint8) and, with --tflite,
@@ -23,6 +24,9 @@ KINDS = ("float32", "float16", "int8")
 def parse_args(argv=None):
     p = _cli.Parser(prog="export.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", metavar="DIR", help="training folder (genotype.json + weights)")
+    p.add_argument("--pretrained", metavar="NAME",
+                   help="a shipped model (saved_models/NAME): only convert its SavedModel to TFLite, "
+                        "into saved_models/NAME/tflite/")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="which weights of --model-dir (default: best)")
     p.add_argument("--weights", metavar="H5", help="a .weights.h5 file (with --genotype)")
@@ -40,6 +44,8 @@ def main(argv=None):
     parser, args = parse_args(argv)
     from clearer_tf.genotype import Genotype
 
+    if args.pretrained is not None:
+        return convert_pretrained(parser, args)
     try:
         if (args.model_dir is None) == (args.weights is None):
             raise ValueError("give --model-dir, or --weights with --genotype")
@@ -74,6 +80,24 @@ def main(argv=None):
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) \
             if os.path.isdir(path) else os.path.getsize(path)
         print(f"{kind}: {path} ({size / 1e6:.2f} MB)")
+    return 0
+
+
+def convert_pretrained(parser, args):
+    from clearer_tf import pretrained
+    from clearer_tf.export import convert_tflite
+
+    try:
+        if args.model_dir or args.weights:
+            raise ValueError("--pretrained cannot be combined with --model-dir or --weights")
+        folder = pretrained.model_dir(args.pretrained)
+        saved_model = pretrained.saved_model_version(folder)
+    except ValueError as e:
+        parser.error(str(e))
+    version = os.path.basename(saved_model)
+    for kind in KINDS if not args.tflite else args.tflite:
+        path = convert_tflite(saved_model, os.path.join(folder, "tflite", f"{args.pretrained}-v{version}-{kind}.tflite"), kind)
+        print(f"{kind}: {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
     return 0
 
 

@@ -50,7 +50,7 @@ def build_parser():
     run.add_argument("--distribute", choices=["none", "mirrored"], default="none",
                      help="mirrored: tf.distribute.MirroredStrategy over all GPUs (TensorFlow backend)")
     run.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
-                     help="no XLA (on a CPU plain TensorFlow graphs are about 3x faster)")
+                     help="no XLA (default: XLA with a GPU or on JAX, none with TensorFlow on a CPU)")
     run.add_argument("--out", help="run directory (default runs/search-<task>-<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the search in RUN_DIR")
     return p

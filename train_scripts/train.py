@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--validate-every", type=int, help="override the preset (iterations per validation)")
     p.add_argument("--learning-rate", type=float, help="override the preset (initial, cosine to 0)")
     p.add_argument("--seed", type=int, help="override the preset")
-    p.add_argument("--no-jit", action="store_true", help="no XLA (faster on CPU)")
+    p.add_argument("--no-jit", action="store_true", help="no XLA (default: XLA with a GPU or on JAX, none with TensorFlow on a CPU)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", default=True,
                    help="continue from --out/backup if a killed run left one (default)")

@@ -1,0 +1,123 @@
+"""Shipped models: list them and load one as a Keras model for `model.fit` or prediction.
+
+A shipped model is a folder `saved_models/<name>/` (written by `clearer_tf.shipping.ship`):
+
+* `<version>/` the TF Serving SavedModel; its variables are the only copy of the weights;
+* `genotype.json` the architecture;
+* `card.json` the model card as data (task, data, iterations, wall time, device, metrics);
+* `README.md` the same card for people.
+
+`load_pretrained(name)` rebuilds the network from the genotype and reads the weights from
+the SavedModel's variable collection `clearer_weights` (TensorFlow's checkpoint reader,
+so it works under every Keras backend).
+
+Models are looked up in `root`, else `$CLEARER_MODELS`, else the repository's
+`saved_models/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from clearer_tf.export import WEIGHTS_COLLECTION
+from clearer_tf.genotype import Genotype
+
+ROOT_ENV = "CLEARER_MODELS"
+CARD_FILE = "card.json"
+GENOTYPE_FILE = "genotype.json"
+REPO_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models")
+
+
+def models_root(root=None) -> str:
+    """The folder that holds the shipped models (see the module docstring)."""
+    return os.fspath(root or os.environ.get(ROOT_ENV) or REPO_MODELS)
+
+
+def list_pretrained(root=None) -> list:
+    """Names of the shipped models (folders with a `card.json`), sorted."""
+    root = models_root(root)
+    if not os.path.isdir(root):
+        return []
+    return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, CARD_FILE)))
+
+
+def model_dir(name, root=None) -> str:
+    """`<root>/<name>`; ValueError naming the known models if there is no such model."""
+    folder = os.path.join(models_root(root), name)
+    if not os.path.isfile(os.path.join(folder, CARD_FILE)):
+        known = ", ".join(list_pretrained(root)) or "none"
+        raise ValueError(f"no shipped model {name!r} in {models_root(root)} (known: {known})")
+    return folder
+
+
+def model_card(name, root=None) -> dict:
+    """The model's `card.json` as a dict."""
+    with open(os.path.join(model_dir(name, root), CARD_FILE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def saved_model_version(folder, version=None) -> str:
+    """The SavedModel folder `<folder>/<version>` (default: the highest version)."""
+    versions = sorted(int(d) for d in os.listdir(folder)
+                      if d.isdigit() and os.path.isfile(os.path.join(folder, d, "saved_model.pb")))
+    if not versions:
+        raise ValueError(f"{folder}: no SavedModel version folder (<n>/saved_model.pb)")
+    if version is None:
+        version = versions[-1]
+    if int(version) not in versions:
+        raise ValueError(f"{folder}: no version {version} (have {', '.join(map(str, versions))})")
+    return os.path.join(folder, str(int(version)))
+
+
+def load_saved_model_weights(model, saved_model_dir):
+    """Assigns the `clearer_weights` collection of an exported SavedModel to `model.weights`.
+
+    Names (the variable paths stored at export) and shapes must match one for one;
+    ValueError naming the SavedModel otherwise.
+    """
+    import tensorflow as tf
+
+    with open(os.path.join(saved_model_dir, "assets.extra", "clearer.json"), encoding="utf-8") as f:
+        paths = json.load(f).get(WEIGHTS_COLLECTION)
+    if paths is None:
+        raise ValueError(f"{saved_model_dir}: exported without the {WEIGHTS_COLLECTION} collection")
+    weights = model.weights
+    if [v.path for v in weights] != paths:
+        raise ValueError(
+            f"{saved_model_dir}: its {len(paths)} weights do not match the {len(weights)} weights "
+            "of the network built from its genotype"
+        )
+    reader = tf.train.load_checkpoint(os.path.join(saved_model_dir, "variables", "variables"))
+    for i, variable in enumerate(weights):
+        value = reader.get_tensor(f"{WEIGHTS_COLLECTION}/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"{saved_model_dir}: {paths[i]} has shape {value.shape}, the network needs "
+                f"{tuple(variable.shape)}"
+            )
+        variable.assign(value)
+
+
+def load_pretrained(name, version=None, root=None, with_padding=False):
+    """A shipped model as a Keras model with its trained weights.
+
+    Args:
+        name: a folder of `saved_models/` (see `list_pretrained()`).
+        version: SavedModel version (default: the highest).
+        root: where to look (default: `$CLEARER_MODELS`, else the repository's `saved_models/`).
+        with_padding: wrap it (`network.with_padding`) so any image size is accepted;
+            the plain network needs sizes that are multiples of 2**cells (fine for training
+            patches).
+
+    Example:
+    >>> model = load_pretrained("denoise-gray-sigma50")
+    >>> model.compile(keras.optimizers.Adam(1e-4), "mse")
+    >>> model.fit(my_noisy_clean_pairs, epochs=1)
+    """
+    from clearer_tf import network
+
+    folder = model_dir(name, root)
+    model = network.build_network(Genotype.load(os.path.join(folder, GENOTYPE_FILE)), name=name)
+    load_saved_model_weights(model, saved_model_version(folder, version))
+    return network.with_padding(model) if with_padding else model
