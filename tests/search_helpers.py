@@ -60,7 +60,11 @@ def jax_side(directory):
     data = np.load(os.path.join(directory, "batches.npy"))
     batches = [(data[k, 0], data[k, 1]) for k in range(len(data))]
     search = BilevelSearch(model, supernet_config, search_config)
-    return two_steps(search, batches)
+    out = two_steps(search, batches)
+    # XLA programs compiled for warm-up + search iterations (one, if the warm-up reuses it).
+    out["compiled"] = {name: fn._cache_size() for name, fn in search._steps.fns.items()
+                       if hasattr(fn, "_cache_size")}
+    return out
 
 
 def mirrored():

@@ -176,6 +176,8 @@ def test_tensorflow_and_jax_give_the_same_losses(subprocesses):
     for side in (tf_side, jax_side):
         np.testing.assert_array_equal(side["alphas_after_warmup"], initial)
         assert side["arch_steps_after_warmup"] == 0
+    if jax_side["compiled"]:  # warm-up and search iterations share one XLA program on JAX
+        assert jax_side["compiled"].get("search") == 1 and jax_side["compiled"].get("weight") == 0
     for tf_metrics, jax_metrics in zip(tf_side["metrics"], jax_side["metrics"]):
         assert set(tf_metrics) == set(jax_metrics)
         for key in ("loss", "arch_loss", "arch_res", "arch_entropy", "arch_psnr", "grad_norm", "lr"):
