@@ -17,6 +17,7 @@ from clearer_tf.presets import TrainConfig
 from clearer_tf.shipping import CHECK_TOLERANCE_DB, ship
 from clearer_tf.training import train_network
 from pipelines.noise import GaussianNoise
+from pipelines.rain import RainStreaks
 from pipelines.tasks import load_eval_items, load_task_data
 
 TINY = Genotype.from_string("F / P / F", base_width=4, stem_planes=4, stem_blocks=1)
@@ -136,9 +137,15 @@ def test_shipped_model_beats_its_degraded_input_by_the_stated_margin(name, reque
     if len(item) == 3:
         _, degraded, clean = item
     else:
-        assert check["degradation"]["type"] == "gaussian"
+        stated = dict(check["degradation"])
+        kind = stated.pop("type")
+        if kind == "gaussian":
+            degradation = GaussianNoise(stated["sigma"])
+        else:
+            assert kind == "rain_streaks", kind
+            degradation = RainStreaks(**{k: tuple(v) if isinstance(v, list) else v for k, v in stated.items()})
         clean = item[1]
-        degraded = GaussianNoise(check["degradation"]["sigma"]).apply_eval(clean, item[0], check["seed"])
+        degraded = degradation.apply_eval(clean, item[0], check["seed"])
     restored = np.clip(np.asarray(model.predict_on_batch(degraded[None]))[0], 0, 1)
     gain = numpy_psnr(restored, clean) - numpy_psnr(degraded, clean)
     assert gain >= check["min_gain_db"], (name, gain, check)
