@@ -23,8 +23,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as clearer_tf does; before TF is imported
 
+import clearer_tf  # noqa: E402,F401  first: it sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

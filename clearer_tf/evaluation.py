@@ -147,11 +147,6 @@ def saved_model_predictor(path, signature="serving_default"):
     return predict
 
 
-def _latest_version(folder):
-    versions = [int(d) for d in os.listdir(folder) if d.isdigit() and os.path.isdir(os.path.join(folder, d))]
-    return os.path.join(folder, str(max(versions))) if versions else None
-
-
 def load_predictor(path):
     """(predict, description, channels) for a training out dir, a `.keras` file, a
     SavedModel (a version folder or its `saved_models/<name>` parent) or a `.tflite` file.
@@ -165,9 +160,12 @@ def load_predictor(path):
         predict = tflite_predictor(path)
         return predict, {"kind": "tflite", "path": path}, predict.channels
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
-        latest = _latest_version(path)
-        if latest and os.path.exists(os.path.join(latest, "saved_model.pb")):
-            path = latest
+        from clearer_tf.pretrained import saved_model_version
+
+        try:
+            path = saved_model_version(path)  # saved_models/<name>: its newest version
+        except ValueError:
+            pass
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         predict = saved_model_predictor(path)
         channels = int(predict.loaded.signatures["serving_default"].structured_input_signature[1]["image"].shape[-1])

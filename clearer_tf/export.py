@@ -23,8 +23,6 @@ Everything is written to a temporary folder first and renamed into place.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -97,9 +95,7 @@ def export_saved_model(genotype, weights, root="saved_models", name="clearer", v
         tf.TensorSpec([None, None, None, channels], tf.uint8, name="image")])
     archive.add_variable_collection(WEIGHTS_COLLECTION, list(model.weights))
 
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=os.path.dirname(target))
-    try:
+    with files.atomic_dir(target, overwrite=overwrite) as tmp:
         archive.write_out(tmp, verbose=False)
         files.write_json(os.path.join(tmp, "assets.extra", "clearer.json"), {
             "genotype": genotype.to_dict(),
@@ -112,11 +108,12 @@ def export_saved_model(genotype, weights, root="saved_models", name="clearer", v
             "any_size": f"reflect-padded to a multiple of {2 ** len(genotype.cells)} inside, cropped back",
             **(metadata or {}),
         })
-        files.replace_dir(tmp, target, overwrite=overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
+
+
+def training_metadata(summary: dict) -> dict:
+    """What `clearer.json` keeps of a `train_summary.json`."""
+    return {"training": {k: summary.get(k) for k in ("data", "train_config", "validation")}}
 
 
 def convert_tflite(saved_model_dir, path, kind="float32"):

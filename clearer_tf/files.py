@@ -61,6 +61,22 @@ def save_model(model, path):
         model.save(tmp)
 
 
+@contextlib.contextmanager
+def atomic_dir(target, overwrite=False):
+    """Yields a fresh temporary folder beside `target`; moves it onto `target`
+    (`replace_dir`) if the block succeeds, removes it if the block raises."""
+    target = os.path.abspath(os.fspath(target))
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
+    try:
+        yield tmp
+        replace_dir(tmp, target, overwrite=overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def replace_dir(tmp_dir, target, overwrite=False):
     """Move a fully written folder `tmp_dir` to `target` (a rename on the same filesystem).
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
@@ -200,7 +199,7 @@ def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_
         degradation: `GaussianNoise` / `RainStreaks` for a clean-only `check_item`.
         overwrite: replace an existing `<root>/<name>/`.
     """
-    from clearer_tf.export import export_saved_model
+    from clearer_tf.export import export_saved_model, training_metadata
     from clearer_tf.network import build_network
 
     train_dir = os.fspath(train_dir)
@@ -225,19 +224,11 @@ def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_
              "degradation": {"type": "real pairs"} if degradation is None else degradation.describe(),
              "min_gain_db": round(gain - CHECK_TOLERANCE_DB, 2)}
 
-    os.makedirs(os.fspath(root), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=os.fspath(root))
-    try:
-        export_saved_model(genotype, weights, tmp, "staging", version,
-                           metadata={"training": {k: summary.get(k) for k in ("data", "train_config", "validation")}})
-        os.rename(os.path.join(tmp, "staging", str(version)), os.path.join(tmp, str(version)))
-        os.rmdir(os.path.join(tmp, "staging"))
+    with files.atomic_dir(target, overwrite=overwrite) as tmp:
+        export_saved_model(genotype, weights, os.path.dirname(tmp), os.path.basename(tmp), version,
+                           metadata=training_metadata(summary))
         shutil.copyfile(genotype_path, os.path.join(tmp, GENOTYPE_FILE))
         card = build_card(name, version, genotype, summary, evaluations, check)
         files.write_json(os.path.join(tmp, CARD_FILE), card)
         files.write_bytes(os.path.join(tmp, "README.md"), render_card(card).encode())
-        files.replace_dir(tmp, target, overwrite=overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

@@ -31,6 +31,39 @@ def sigma(text):
     raise argparse.ArgumentTypeError(f"expected a number or LOW,HIGH, got {text!r}")
 
 
+def check_model_name(name):
+    """ValueError unless `name` can be a folder of the serving layout."""
+    if not name or os.sep in name or name.startswith("."):
+        raise ValueError(f"--name must be a plain folder name, got {name!r}")
+
+
+def size_mb(path):
+    """Size of a file, or of all files under a folder, in MB."""
+    if not os.path.isdir(path):
+        return os.path.getsize(path) / 1e6
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) / 1e6
+
+
+def training_data(model_dir):
+    """The `data` record of a training folder's `train_summary.json` ({} if there is none)."""
+    path = os.path.join(model_dir, "train_summary.json")
+    if not (os.path.isdir(model_dir) and os.path.exists(path)):
+        return {}
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("data", {})
+
+
+def trained_sigma(data):
+    """The Gaussian noise level of a training `data` record (a tuple for blind ranges), or None."""
+    degradation = data.get("degradation") or {}
+    if degradation.get("type") != "gaussian":
+        return None
+    sigma = degradation["sigma"]
+    return tuple(sigma) if isinstance(sigma, list) else sigma
+
+
 def add_task_options(parser, data_help):
     from pipelines.tasks import LAYOUTS, TASKS
 

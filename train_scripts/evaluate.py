@@ -9,7 +9,6 @@ SavedModel (`saved_models/<name>/<version>` or `saved_models/<name>`: newest ver
 with --save-images, restored/<name>.png into --out (default: <model-dir>/eval).
 """
 
-import json
 import os
 import sys
 
@@ -34,18 +33,6 @@ def parse_args(argv=None):
     return p, p.parse_args(argv)
 
 
-def _trained_sigma(model_dir):
-    """The noise level a training folder was trained with, if it says so."""
-    path = os.path.join(model_dir, "train_summary.json")
-    if os.path.isdir(model_dir) and os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            degradation = json.load(f).get("data", {}).get("degradation", {})
-        if degradation.get("type") == "gaussian":
-            sigma = degradation["sigma"]
-            return tuple(sigma) if isinstance(sigma, list) else sigma
-    return None
-
-
 def main(argv=None):
     parser, args = parse_args(argv)
     from clearer_tf.evaluation import EvalConfig, evaluate, load_predictor, write_report
@@ -60,7 +47,7 @@ def main(argv=None):
             raise ValueError(f"--model-dir {args.model_dir}: does not exist")
         if args.task != "denoise" and (args.color or args.sigma is not None):
             raise DataError("--sigma and --color are for --task denoise")
-        sigma = args.sigma if args.sigma is not None else _trained_sigma(args.model_dir) or 30.0
+        sigma = args.sigma if args.sigma is not None else _cli.trained_sigma(_cli.training_data(args.model_dir)) or 30.0
         degradation = GaussianNoise(sigma) if args.task == "denoise" else None
         predict, model_info, channels = load_predictor(args.model_dir)
         if args.color and channels != 3:

@@ -58,28 +58,24 @@ def main(argv=None):
         genotype = Genotype.coerce(genotype_path)
         if args.version < 1:
             raise ValueError(f"--version must be a positive integer, got {args.version}")
-        if not args.name or os.sep in args.name or args.name.startswith("."):
-            raise ValueError(f"--name must be a plain folder name, got {args.name!r}")
+        _cli.check_model_name(args.name)
         target = os.path.join(args.out, args.name, str(args.version))
         if os.path.exists(target) and not args.overwrite:
             raise ValueError(f"{target} already exists (another --version, or --overwrite)")
     except (ValueError, OSError) as e:
         parser.error(str(e))
-    from clearer_tf.export import export
+    from clearer_tf.export import export, training_metadata
 
     metadata = {}
     summary = os.path.join(args.model_dir or "", "train_summary.json")
     if args.model_dir and os.path.exists(summary):
         with open(summary, encoding="utf-8") as f:
-            s = json.load(f)
-        metadata["training"] = {k: s.get(k) for k in ("data", "train_config", "validation")}
+            metadata = training_metadata(json.load(f))
     tflite = KINDS if args.tflite == [] else tuple(args.tflite or ())
     paths = export(genotype, weights, args.out, args.name, args.version, tflite,
                    overwrite=args.overwrite, metadata=metadata)
     for kind, path in paths.items():
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) \
-            if os.path.isdir(path) else os.path.getsize(path)
-        print(f"{kind}: {path} ({size / 1e6:.2f} MB)")
+        print(f"{kind}: {path} ({_cli.size_mb(path):.2f} MB)")
     return 0
 
 
@@ -97,7 +93,7 @@ def convert_pretrained(parser, args):
     version = os.path.basename(saved_model)
     for kind in KINDS if not args.tflite else args.tflite:
         path = convert_tflite(saved_model, os.path.join(folder, "tflite", f"{args.pretrained}-v{version}-{kind}.tflite"), kind)
-        print(f"{kind}: {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
+        print(f"{kind}: {path} ({_cli.size_mb(path):.2f} MB)")
     return 0
 
 

@@ -12,7 +12,6 @@ first image, or the first Rain100L pair for derain) and beat the degraded input.
 the TensorFlow backend whatever KERAS_BACKEND says.
 """
 
-import json
 import os
 import sys
 
@@ -43,8 +42,7 @@ def main(argv=None):
         summary_path = os.path.join(args.model_dir, "train_summary.json")
         if not os.path.isfile(summary_path):
             raise ValueError(f"--model-dir {args.model_dir}: no train_summary.json (training not finished?)")
-        if not args.name or os.sep in args.name or args.name.startswith("."):
-            raise ValueError(f"--name must be a plain folder name, got {args.name!r}")
+        _cli.check_model_name(args.name)
         if args.version < 1:
             raise ValueError(f"--version must be a positive integer, got {args.version}")
         for path in args.eval:
@@ -53,9 +51,8 @@ def main(argv=None):
         target = os.path.join(args.out, args.name)
         if os.path.exists(target) and not args.overwrite:
             raise ValueError(f"{target} already exists (--overwrite to replace it)")
-        with open(summary_path, encoding="utf-8") as f:
-            data = json.load(f)["data"]
-        task, degradation_info = data.get("task", "denoise"), data.get("degradation") or {}
+        data = _cli.training_data(args.model_dir)
+        task = data.get("task", "denoise")
         channels = int(data.get("channels", 1))
         check_dir = args.check_data or (sample_dir("set12") if task == "denoise" else sample_dir("rain100l"))
         items = load_eval_items(task, check_dir, channels)
@@ -63,9 +60,9 @@ def main(argv=None):
             items = [item for item in items if item[0] == args.check_image]
             if not items:
                 raise ValueError(f"--check-image {args.check_image}: not in {check_dir}")
-        degradation = None
-        if degradation_info.get("type") == "gaussian":
-            degradation = GaussianNoise(degradation_info["sigma"])
+        degradation, sigma = None, _cli.trained_sigma(data)
+        if sigma is not None:
+            degradation = GaussianNoise(sigma)
         elif len(items[0]) == 2:
             from pipelines.rain import RainStreaks
 
@@ -77,8 +74,7 @@ def main(argv=None):
     folder = ship(args.model_dir, args.name, args.eval, args.out, args.version, check_item=items[0],
                   check_data=os.path.basename(os.path.normpath(str(check_dir))),
                   degradation=degradation, overwrite=args.overwrite)
-    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
-    print(f"shipped {folder} ({size / 1e6:.1f} MB); model card: {os.path.join(folder, 'README.md')}")
+    print(f"shipped {folder} ({_cli.size_mb(folder):.1f} MB); model card: {os.path.join(folder, 'README.md')}")
     return 0
 
 
