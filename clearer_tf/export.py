@@ -93,7 +93,9 @@ def export_saved_model(genotype, weights, root="saved_models", name="clearer", v
         tf.TensorSpec([None, None, None, channels], tf.float32, name="image")])
     archive.add_endpoint("serving_uint8", serve_uint8, input_signature=[
         tf.TensorSpec([None, None, None, channels], tf.uint8, name="image")])
-    archive.add_variable_collection(WEIGHTS_COLLECTION, list(model.weights))
+    # The backing tf.Variables, which the endpoints already hold: the checkpoint then stores
+    # each value once (Keras variable wrappers would be saved as a second copy).
+    archive.add_variable_collection(WEIGHTS_COLLECTION, [v.value for v in model.weights])
 
     with files.atomic_dir(target, overwrite=overwrite) as tmp:
         archive.write_out(tmp, verbose=False)

@@ -136,6 +136,9 @@ class TrainConfig:
     validate_every: int = 1_000
     seed: int = 0
     jit_compile: bool | str = "auto"  # True, False, or "auto" (see resolve_jit)
+    # Stop at this iteration and keep the backup: a later run with the same `iterations`
+    # continues the schedule (training spread over sessions shorter than the whole run).
+    stop_after: int | None = None
 
 
 @dataclass

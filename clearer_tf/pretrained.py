@@ -70,6 +70,28 @@ def saved_model_version(folder, version=None) -> str:
     return os.path.join(folder, str(int(version)))
 
 
+def _collection_keys(reader, saved_model_dir):
+    """Checkpoint keys of the `clearer_weights` collection, in order, from the object graph.
+
+    A variable reachable by several paths is stored once, under one of them, so the keys
+    are looked up instead of spelled `clearer_weights/<i>/...`.
+    """
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    ids = [c.node_id for c in graph.nodes[0].children if c.local_name == WEIGHTS_COLLECTION]
+    if not ids:
+        raise ValueError(f"{saved_model_dir}: exported without the {WEIGHTS_COLLECTION} collection")
+    members = {c.local_name: c.node_id for c in graph.nodes[ids[0]].children}
+    keys = []
+    for i in range(len(members)):
+        attributes = [a.checkpoint_key for a in graph.nodes[members[str(i)]].attributes
+                      if a.name == "VARIABLE_VALUE"]
+        keys.append(attributes[0])
+    return keys
+
+
 def load_saved_model_weights(model, saved_model_dir):
     """Assigns the `clearer_weights` collection of an exported SavedModel to `model.weights`.
 
@@ -89,8 +111,12 @@ def load_saved_model_weights(model, saved_model_dir):
             "of the network built from its genotype"
         )
     reader = tf.train.load_checkpoint(os.path.join(saved_model_dir, "variables", "variables"))
+    keys = _collection_keys(reader, saved_model_dir)
+    if len(keys) != len(weights):
+        raise ValueError(f"{saved_model_dir}: its {WEIGHTS_COLLECTION} collection has {len(keys)} "
+                         f"variables, clearer.json lists {len(weights)}")
     for i, variable in enumerate(weights):
-        value = reader.get_tensor(f"{WEIGHTS_COLLECTION}/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+        value = reader.get_tensor(keys[i])
         if tuple(value.shape) != tuple(variable.shape):
             raise ValueError(
                 f"{saved_model_dir}: {paths[i]} has shape {value.shape}, the network needs "

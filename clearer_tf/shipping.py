@@ -48,12 +48,20 @@ def _protocol_label(summary) -> str:
     return label
 
 
+def _set_name(path) -> str:
+    """`Set12` for `.../Set12`; `BSDS500/val` for `.../BSDS500/val` (a split name needs its set)."""
+    parts = os.path.normpath(str(path)).split(os.sep)
+    if parts[-1].lower() in ("train", "val", "test", "clean", "rainy") and len(parts) > 1:
+        return "/".join(parts[-2:])
+    return parts[-1]
+
+
 def evaluation_rows(summaries) -> list:
     """One card row per `evaluate.py` summary and protocol (whole image, 64x64 patches)."""
     rows = []
     for summary in summaries:
         mean, config = summary["mean"], summary.get("config", {})
-        data = os.path.basename(os.path.normpath(str(summary.get("data", "?"))))
+        data = _set_name(summary.get("data", "?"))
         degradation = summary.get("protocol", {}).get("degradation", {})
         base = {"data": data, "images": summary.get("images"), "degradation": degradation,
                 "seed": config.get("seed", 0), "input_psnr": mean["input_psnr"]}
@@ -77,7 +85,7 @@ def self_check(model, item, degradation, seed=0) -> dict:
             "psnr": float(psnr(restored[None], clean[None])[0])}
 
 
-def build_card(name, version, genotype, train_summary, evaluations, check) -> dict:
+def build_card(name, version, genotype, train_summary, evaluations, check, note=None) -> dict:
     """The model card as data (see `render_card` for the Markdown)."""
     search = genotype.search or {}
     config = train_summary.get("train_config", {})
@@ -86,6 +94,7 @@ def build_card(name, version, genotype, train_summary, evaluations, check) -> di
         "format": CARD_FORMAT,
         "name": name,
         "version": version,
+        "note": note,
         "task": genotype.task,
         "genotype": genotype.short(),
         "parameters": train_summary.get("parameters"),
@@ -98,6 +107,9 @@ def build_card(name, version, genotype, train_summary, evaluations, check) -> di
             "wall_seconds": search.get("wall_seconds"),
             "device": search.get("device"),
             "backend": search.get("backend"),
+            # a genotype not found by our search (e.g. the paper's) says where it comes from
+            "source": search.get("source", "search"),
+            "note": search.get("note"),
         },
         "training": {
             "data": _data_summary(train_summary.get("data")),
@@ -137,6 +149,15 @@ def _minutes(seconds):
     return "?" if seconds is None else f"{seconds / 60:.1f} min"
 
 
+def _search_lines(s):
+    if s.get("source", "search") != "search":
+        return [f"- not searched by clearer-tf: genotype from {s['source']}"
+                + (f" ({s['note']})" if s.get("note") else "")]
+    return [f"- data: {json.dumps(s['data'])}",
+            f"- {s['iterations']} iterations ({s['warmup']} warm-up), batch {s['batch_size']}; "
+            f"{_minutes(s['wall_seconds'])} on {s['device']}"]
+
+
 def render_card(card) -> str:
     """`README.md` of a shipped model."""
     s, t, c = card["search"], card["training"], card["check"]
@@ -144,6 +165,7 @@ def render_card(card) -> str:
         f"# {card['name']} (version {card['version']})", "",
         f"CLEARER network `{card['genotype']}` for {card['task']}, "
         f"{card['image_channels']} channel(s), {card['parameters']:,} parameters.", "",
+        *([f"**Note.** {card['note']}", ""] if card.get("note") else []),
         "```python",
         "from clearer_tf.pretrained import load_pretrained",
         f"model = load_pretrained({card['name']!r})            # Keras model, ready for model.fit",
@@ -153,9 +175,7 @@ def render_card(card) -> str:
         "`serving_uint8`); TFLite on demand: `python train_scripts/export.py --pretrained "
         f"{card['name']} --tflite float32 float16 int8`.", "",
         "## Search", "",
-        f"- data: {json.dumps(s['data'])}",
-        f"- {s['iterations']} iterations ({s['warmup']} warm-up), batch {s['batch_size']}; "
-        f"{_minutes(s['wall_seconds'])} on {s['device']}", "",
+        *_search_lines(s), "",
         "## Training", "",
         f"- data: {json.dumps(t['data'])} ({t['images']} images)",
         f"- {t['iterations']} iterations (cosine schedule over {t['schedule_iterations']}), batch "
@@ -185,7 +205,7 @@ def render_card(card) -> str:
 
 
 def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_item=None,
-         check_data="Set12", degradation=None, checkpoint="best", overwrite=False) -> str:
+         check_data="Set12", degradation=None, checkpoint="best", overwrite=False, note=None) -> str:
     """Writes `<root>/<name>/` from a finished training folder; returns that folder.
 
     Args:
@@ -198,6 +218,7 @@ def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_
         check_data: the name of the set `check_item` comes from (stated in the card).
         degradation: `GaussianNoise` / `RainStreaks` for a clean-only `check_item`.
         overwrite: replace an existing `<root>/<name>/`.
+        note: a sentence for the top of the card (e.g. why the protocol differs).
     """
     from clearer_tf.export import export_saved_model, training_metadata
     from clearer_tf.network import build_network
@@ -228,7 +249,7 @@ def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_
         export_saved_model(genotype, weights, os.path.dirname(tmp), os.path.basename(tmp), version,
                            metadata=training_metadata(summary))
         shutil.copyfile(genotype_path, os.path.join(tmp, GENOTYPE_FILE))
-        card = build_card(name, version, genotype, summary, evaluations, check)
+        card = build_card(name, version, genotype, summary, evaluations, check, note)
         files.write_json(os.path.join(tmp, CARD_FILE), card)
         files.write_bytes(os.path.join(tmp, "README.md"), render_card(card).encode())
     return target

@@ -11,7 +11,8 @@ mean PSNR decides the best checkpoint. The validation images are not the test se
 
 Files in `out_dir`: `best.weights.h5`, `last.weights.h5` (written atomically),
 `backup/` (`keras.callbacks.BackupAndRestore`: a killed run resumes where the last
-validation left it; deleted when training finishes), `tensorboard/`, `validation.json`
+validation left it; deleted when training finishes, kept by a run that stops early at
+`stop_after` so that the next run continues the same schedule), `tensorboard/`, `validation.json`
 (one row per validation), `genotype.json`, and at the end `model.keras` (the network
 with the best weights) and `train_summary.json`.
 
@@ -61,6 +62,14 @@ def check_train_config(config: TrainConfig) -> None:
         raise ValueError(
             f"--iterations ({config.iterations}) must be a multiple of --validate-every "
             f"({config.validate_every}): one Keras epoch is one validation period"
+        )
+    if config.stop_after is not None and (
+        not isinstance(config.stop_after, int) or not 0 < config.stop_after <= config.iterations
+        or config.stop_after % config.validate_every
+    ):
+        raise ValueError(
+            f"--stop-after must be a multiple of --validate-every ({config.validate_every}) "
+            f"between 1 and --iterations ({config.iterations}), got {config.stop_after!r}"
         )
     if not config.learning_rate > 0 or not 0 <= config.learning_rate_min <= config.learning_rate:
         raise ValueError(
@@ -246,7 +255,8 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         shutil.rmtree(backup_dir, ignore_errors=True)
     initial_epoch = _backup_epoch(backup_dir)
     config = train_config
-    epochs = config.iterations // config.validate_every
+    epochs = (config.stop_after or config.iterations) // config.validate_every
+    finishes = epochs * config.validate_every == config.iterations
 
     keras.utils.set_random_seed(config.seed)
     model = compile_network(build_network(genotype), config)
@@ -268,7 +278,8 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         callbacks=[
             validation,  # first: later callbacks see val_psnr in the logs
             checkpoint,
-            keras.callbacks.BackupAndRestore(backup_dir),
+            # kept when stopping early (`stop_after`): the next run continues from it
+            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=finishes),
             *_tensorboard(os.path.join(out_dir, "tensorboard")),
             *callbacks,
         ],
@@ -303,6 +314,7 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         "seconds_this_run": round(seconds, 1),
         "wall_seconds": round(checkpoint.seconds, 1),
         "iterations_done": rows[-1]["step"] if rows else 0,
+        "finished": finishes,  # False: stopped at `stop_after`, `backup/` continues the schedule
         "backend": keras.backend.backend(),
         "device": device.describe(),
         "files": {

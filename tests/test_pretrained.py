@@ -14,7 +14,7 @@ from clearer_tf.evaluation import EvalConfig, evaluate, keras_predictor, write_r
 from clearer_tf.genotype import Genotype
 from clearer_tf.network import build_network
 from clearer_tf.presets import TrainConfig
-from clearer_tf.shipping import CHECK_TOLERANCE_DB, ship
+from clearer_tf.shipping import CHECK_TOLERANCE_DB, build_card, render_card, ship
 from clearer_tf.training import train_network
 from pipelines.noise import GaussianNoise
 from pipelines.rain import RainStreaks
@@ -54,6 +54,11 @@ def test_ship_writes_savedmodel_genotype_and_card(shipped):
     folder = shipped["folder"]
     assert sorted(os.listdir(folder)) == ["2", "README.md", "card.json", "genotype.json"]
     assert os.path.isfile(os.path.join(folder, "2", "saved_model.pb"))
+    # The weights are stored once: the values in the checkpoint add up to the network's size.
+    reader = tf.train.load_checkpoint(os.path.join(folder, "2", "variables", "variables"))
+    stored = sum(int(np.prod(shape)) for key, shape in reader.get_variable_to_shape_map().items()
+                 if key != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert stored == sum(int(np.prod(v.shape)) for v in shipped["reference"].weights)
     assert not [d for d in os.listdir(shipped["root"]) if d.startswith(".")], "temporary folder left"
     card = pretrained.model_card("tiny-sigma50", shipped["root"])
     assert card["genotype"] == "F / P / F" and card["version"] == 2 and card["task"] == "denoise"
@@ -113,6 +118,22 @@ def test_load_pretrained_errors_name_what_is_wrong(shipped, tmp_path):
         other / "changed" / "genotype.json")
     with pytest.raises(ValueError, match="do not match"):
         pretrained.load_pretrained("changed", root=other)
+
+
+def test_card_of_a_genotype_not_searched_says_where_it_comes_from(shipped):
+    searched = pretrained.model_card("tiny-sigma50", shipped["root"])
+    assert searched["search"]["source"] == "search"
+    given = Genotype.from_string("F / P / F", search={"source": "the CLEARER paper", "note": "Fig. 3"})
+    summary = json.loads((shipped["train_dir"] / "train_summary.json").read_text())
+    evaluation = json.loads((shipped["root"].parent / "eval" / "summary.json").read_text())
+    evaluation["data"] = os.path.join("somewhere", "BSDS500", "val")
+    card = build_card("given", 1, given, summary, [evaluation], searched["check"], note="Trained briefly.")
+    text = render_card(card)
+    assert card["search"]["source"] == "the CLEARER paper" and card["note"] == "Trained briefly."
+    assert "**Note.** Trained briefly." in text and "| BSDS500/val | 2 |" in text
+    assert searched["note"] is None and "**Note.**" not in open(os.path.join(shipped["folder"], "README.md")).read()
+    assert "not searched by clearer-tf: genotype from the CLEARER paper (Fig. 3)" in text
+    assert "None iterations" not in text
 
 
 def test_ship_cli_rejects_bad_input_in_one_line(tmp_path, run_cli):

@@ -1,5 +1,6 @@
 """Training a genotype's network with `model.fit` on real images; resume; the CLI's errors."""
 
+import dataclasses
 import json
 import math
 
@@ -77,6 +78,31 @@ def test_fit_on_real_images_beats_noisy_input_and_resumes(tmp_path, bsds_train_d
     assert Genotype.load(out / "genotype.json").cells == TINY.cells
 
 
+def test_stop_after_keeps_the_backup_and_a_later_run_finishes_the_schedule(tmp_path, bsds_train_dir, set12_dir):
+    data = load_task_data("denoise", weights_data=bsds_train_dir, arch_data=bsds_train_dir, sigma=SIGMA)
+    val = load_eval_items("denoise", set12_dir, 1)[:1]
+    config = TrainConfig(iterations=30, batch_size=4, patch_size=32, validate_every=10, jit_compile=False,
+                         stop_after=10)
+    out = tmp_path / "run"
+    first = train_network(TINY, data, config, out, val_items=val, verbose=0).summary
+    assert first["iterations_done"] == 10 and first["finished"] is False
+    assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    # cosine decay from 0.01 to 0 over 30 steps, read after step 10 (NumPy reference)
+    assert first["history"][-1]["learning_rate"] == pytest.approx(0.005 * (1 + np.cos(np.pi * 10 / 30)))
+
+    second = train_network(TINY, data, dataclasses.replace(config, stop_after=20), out, val_items=val,
+                           verbose=0).summary
+    assert second["resumed_from_step"] == 10 and second["iterations_done"] == 20
+    assert second["history"][-1]["learning_rate"] == pytest.approx(0.005 * (1 + np.cos(np.pi * 20 / 30)))
+
+    last = train_network(TINY, data, dataclasses.replace(config, stop_after=None), out, val_items=val,
+                         verbose=0).summary
+    assert [row["step"] for row in last["history"]] == [10, 20, 30] and last["finished"] is True
+    assert last["history"][-1]["learning_rate"] == pytest.approx(0.0, abs=1e-7)
+    assert last["wall_seconds"] >= last["history"][1]["seconds"] > last["history"][0]["seconds"] > 0
+    assert not (out / "backup").exists()
+
+
 def test_optimizer_is_adam_with_cosine_decay_and_global_clipping():
     config = TrainConfig(iterations=1000)
     optimizer = make_optimizer(config)
@@ -100,6 +126,8 @@ def test_optimizer_is_adam_with_cosine_decay_and_global_clipping():
         (dict(iterations=1000, validate_every=300), "--iterations (1000) must be a multiple"),
         (dict(batch_size=0), "--batch-size must be a positive integer"),
         (dict(learning_rate_min=0.1), "learning rates"),
+        (dict(iterations=1000, validate_every=100, stop_after=150), "--stop-after must be a multiple"),
+        (dict(iterations=1000, validate_every=100, stop_after=2000), "--stop-after must be a multiple"),
     ],
 )
 def test_bad_train_config_is_rejected(changes, message):
@@ -117,6 +145,7 @@ def test_bad_train_config_is_rejected(changes, message):
         (lambda d: None, ["--iterations", "10", "--validate-every", "3"], "--iterations (10)"),
         (lambda d: None, ["--data", "/nonexistent/folder"], "/nonexistent/folder"),
         (lambda d: None, ["--sigma", "-5"], "--sigma"),
+        (lambda d: None, ["--stop-after", "250"], "--stop-after must be a multiple"),
     ],
 )
 def test_cli_rejects_bad_input_in_one_line_before_training(tmp_path, run_cli, mutate, extra, expected):

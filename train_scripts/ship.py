@@ -30,6 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--check-image", metavar="NAME", help="its file name without extension (default: the first)")
     p.add_argument("--out", default="saved_models", help="root folder (default: saved_models)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing <out>/<name>/")
+    p.add_argument("--note", help="a sentence for the top of the model card (e.g. how the protocol differs)")
     return p, p.parse_args(argv)
 
 
@@ -73,7 +74,7 @@ def main(argv=None):
 
     folder = ship(args.model_dir, args.name, args.eval, args.out, args.version, check_item=items[0],
                   check_data=os.path.basename(os.path.normpath(str(check_dir))),
-                  degradation=degradation, overwrite=args.overwrite)
+                  degradation=degradation, overwrite=args.overwrite, note=args.note)
     print(f"shipped {folder} ({_cli.size_mb(folder):.1f} MB); model card: {os.path.join(folder, 'README.md')}")
     return 0
 

@@ -8,7 +8,9 @@ pairs for derain). Model selection uses `--val-data` (whole images, deterministi
 for grayscale denoising: the bundled Set12 sample); without it, the training folder is split
 by image (`--split-fraction`) and the held-out images validate. Writes into `--out`:
 best/last weights, model.keras, train_summary.json, validation.json, tensorboard/, backup/.
-A killed run started again with the same command resumes from its last validation.
+A killed run started again with the same command resumes from its last validation;
+`--stop-after N` ends a run at iteration N of the schedule on purpose (GPU sessions shorter
+than the training), and the same command with a later N, or none, continues it.
 """
 
 import dataclasses
@@ -37,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--validate-every", type=int, help="override the preset (iterations per validation)")
     p.add_argument("--learning-rate", type=float, help="override the preset (initial, cosine to 0)")
     p.add_argument("--seed", type=int, help="override the preset")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="stop at iteration N of the --iterations schedule and keep the backup; the "
+                        "same command with a larger (or no) --stop-after continues it")
     p.add_argument("--no-jit", action="store_true", help="no XLA (default: XLA with a GPU or on JAX, none with TensorFlow on a CPU)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", default=True,
@@ -57,7 +62,7 @@ def prepare(parser, args):
     overrides = {
         "iterations": args.iterations, "batch_size": args.batch_size,
         "patch_size": args.patch_size, "validate_every": args.validate_every,
-        "learning_rate": args.learning_rate, "seed": args.seed,
+        "learning_rate": args.learning_rate, "seed": args.seed, "stop_after": args.stop_after,
         "jit_compile": False if args.no_jit else None,
     }
     config = get_preset(args.preset).train
