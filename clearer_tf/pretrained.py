@@ -137,7 +137,7 @@ def load_pretrained(name, version=None, root=None, with_padding=False):
             patches).
 
     Example:
-    >>> model = load_pretrained("denoise-gray-sigma50")
+    >>> model = load_pretrained("denoise-gray-sigma50-interim")
     >>> model.compile(keras.optimizers.Adam(1e-4), "mse")
     >>> model.fit(my_noisy_clean_pairs, epochs=1)
     """

@@ -2,7 +2,7 @@
 """Export a trained network: TF Serving SavedModel (+ TFLite float32/float16/int8).
 
     python train_scripts/export.py --model-dir runs/train --name clearer-denoise --version 1 --tflite
-    python train_scripts/export.py --pretrained denoise-gray-sigma50 --tflite int8   # a shipped model
+    python train_scripts/export.py --pretrained denoise-gray-sigma50-interim --tflite int8   # a shipped model
 
 Writes `<out>/<name>/<version>/` (signatures `serving_default`: float32 image in [0, 1],
 any size -> `restored`; `serving_uint8`: uint8 -> uint8) and, with --tflite,
