@@ -139,6 +139,11 @@ class TrainConfig:
     # Stop at this iteration and keep the backup: a later run with the same `iterations`
     # continues the schedule (training spread over sessions shorter than the whole run).
     stop_after: int | None = None
+    # Wall-clock budget in seconds for this run: stop at the last validation that fits and
+    # keep the backup, like `stop_after` (a GPU lease of fixed length).
+    time_limit: float | None = None
+    # (first, last) batch of the first epoch to trace with the profiler into tensorboard/
+    profile_batches: tuple | None = None
 
 
 @dataclass

@@ -71,6 +71,12 @@ def check_train_config(config: TrainConfig) -> None:
             f"--stop-after must be a multiple of --validate-every ({config.validate_every}) "
             f"between 1 and --iterations ({config.iterations}), got {config.stop_after!r}"
         )
+    if config.time_limit is not None and not config.time_limit > 0:
+        raise ValueError(f"--time-limit must be > 0 seconds, got {config.time_limit!r}")
+    if config.profile_batches is not None and not (
+        len(config.profile_batches) == 2 and 0 < config.profile_batches[0] <= config.profile_batches[1]
+    ):
+        raise ValueError(f"--profile must be FIRST,LAST batches with 0 < FIRST <= LAST, got {config.profile_batches!r}")
     if not config.learning_rate > 0 or not 0 <= config.learning_rate_min <= config.learning_rate:
         raise ValueError(
             f"learning rates must satisfy 0 <= min ({config.learning_rate_min}) <= "
@@ -176,6 +182,72 @@ class CheckpointAndLog(keras.callbacks.Callback):
         files.write_json(os.path.join(self.out_dir, "validation.json"), self.rows)
 
 
+def process_seconds() -> float:
+    """Seconds since this process started (Linux `/proc`; else since this module loaded)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time() - _LOADED
+
+
+_LOADED = time.time()
+
+
+class StepClock(keras.callbacks.Callback):
+    """Time to the first executed step and the steady step time, written to `path` (JSON).
+
+    `first_step_s`: process start to the end of the first step of this run (imports, data,
+    compilation included). `step_ms`: mean over `window` steps after `skip` more, in the first
+    epoch of this run. Runs on Keras' asynchronous callback thread (the logs it receives are
+    already fetched, so the clock reads when each step has finished).
+    """
+
+    async_safe = True
+
+    def __init__(self, path, skip=50, window=1000):
+        super().__init__()
+        self.path, self.skip, self.window = path, skip, window
+        self.timing, self._marks, self._epochs = {}, {}, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._epochs or batch not in (0, self.skip, self.skip + self.window):
+            return
+        self._marks[batch] = time.perf_counter()
+        if batch == 0:
+            self.timing["first_step_s"] = round(process_seconds(), 2)
+        elif batch == self.skip + self.window:
+            self.timing["step_ms"] = round(1e3 * (self._marks[batch] - self._marks[self.skip]) / self.window, 3)
+            self.timing["step_ms_window"] = self.window
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._epochs and self.timing:
+            self.timing["device"] = device.describe()
+            files.write_json(self.path, self.timing)
+        self._epochs += 1
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops after the last epoch (validation period) that ends within `seconds` of `start`,
+    judging the next epoch's length by the one just ended (the first, which compiles, is the
+    longest, so the estimate errs on the safe side only there)."""
+
+    def __init__(self, seconds, start=None):
+        super().__init__()
+        self.seconds, self.start = seconds, time.time() if start is None else start
+        self._last = self.start
+        self.stopped = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        length, self._last = now - self._last, now
+        if now + length - self.start > self.seconds:
+            self.model.stop_training = self.stopped = True
+
+
 @dataclass
 class TrainResult:
     """`model`: the network with the best weights; `summary`: what `train_summary.json` holds."""
@@ -184,14 +256,14 @@ class TrainResult:
     summary: dict
 
 
-def _tensorboard(log_dir):
+def _tensorboard(log_dir, profile_batch=0):
     """The TensorBoard callback, or none (with a warning) if `tensorboard` is not installed."""
     try:
         import tensorboard  # noqa: F401
     except ImportError:
         warnings.warn("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
         return []
-    return [keras.callbacks.TensorBoard(log_dir, write_graph=False)]
+    return [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=profile_batch)]
 
 
 def _backup_epoch(backup_dir) -> int:
@@ -256,7 +328,7 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
     initial_epoch = _backup_epoch(backup_dir)
     config = train_config
     epochs = (config.stop_after or config.iterations) // config.validate_every
-    finishes = epochs * config.validate_every == config.iterations
+    started = time.time()
 
     keras.utils.set_random_seed(config.seed)
     model = compile_network(build_network(genotype), config)
@@ -278,20 +350,26 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         callbacks=[
             validation,  # first: later callbacks see val_psnr in the logs
             checkpoint,
-            # kept when stopping early (`stop_after`): the next run continues from it
-            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=finishes),
-            *_tensorboard(os.path.join(out_dir, "tensorboard")),
+            # kept when stopping early (`stop_after`, `time_limit`): the next run continues from
+            # it; removed below once the whole schedule is done
+            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+            *_tensorboard(os.path.join(out_dir, "tensorboard"), config.profile_batches or 0),
+            StepClock(os.path.join(out_dir, "timing.json")),
+            *([TimeLimit(config.time_limit, started)] if config.time_limit else []),
             *callbacks,
         ],
         verbose=verbose,
     )
     seconds = time.time() - start
+    rows = checkpoint.rows
+    finishes = bool(rows) and rows[-1]["step"] == config.iterations
+    if finishes:
+        shutil.rmtree(backup_dir, ignore_errors=True)
 
     best_path = os.path.join(out_dir, "best.weights.h5")
     if os.path.exists(best_path):
         model.load_weights(best_path)
     files.save_model(model, os.path.join(out_dir, "model.keras"))
-    rows = checkpoint.rows
     best = max(rows, key=lambda r: r.get("val_psnr", -np.inf)) if rows else None
     summary = {
         "genotype": genotype.short(),
@@ -314,7 +392,7 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         "seconds_this_run": round(seconds, 1),
         "wall_seconds": round(checkpoint.seconds, 1),
         "iterations_done": rows[-1]["step"] if rows else 0,
-        "finished": finishes,  # False: stopped at `stop_after`, `backup/` continues the schedule
+        "finished": finishes,  # False: stopped early (`stop_after`, `time_limit`), `backup/` continues
         "backend": keras.backend.backend(),
         "device": device.describe(),
         "files": {

@@ -10,7 +10,7 @@ import pytest
 
 from clearer_tf.genotype import Genotype
 from clearer_tf.presets import TrainConfig
-from clearer_tf.training import check_train_config, make_optimizer, train_network
+from clearer_tf.training import TimeLimit, check_train_config, make_optimizer, process_seconds, train_network
 from pipelines.noise import GaussianNoise
 from pipelines.tasks import load_eval_items, load_task_data
 
@@ -103,6 +103,44 @@ def test_stop_after_keeps_the_backup_and_a_later_run_finishes_the_schedule(tmp_p
     assert not (out / "backup").exists()
 
 
+def test_time_limit_stops_at_the_last_validation_that_fits_and_keeps_the_backup(tmp_path, bsds_train_dir, set12_dir):
+    data = load_task_data("denoise", weights_data=bsds_train_dir, arch_data=bsds_train_dir, sigma=SIGMA)
+    val = load_eval_items("denoise", set12_dir, 1)[:1]
+    config = TrainConfig(iterations=30, batch_size=4, patch_size=32, validate_every=10, jit_compile=False,
+                         time_limit=1e-3)  # any first epoch outlasts it: one validation, then stop
+    out = tmp_path / "run"
+    summary = train_network(TINY, data, config, out, val_items=val, verbose=0).summary
+    assert summary["iterations_done"] == 10 and summary["finished"] is False
+    assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    timing = json.loads((out / "timing.json").read_text())
+    assert 0 < timing["first_step_s"] < process_seconds()  # the step ran inside this process
+    # without a limit the same command finishes the schedule and removes the backup
+    done = train_network(TINY, data, dataclasses.replace(config, time_limit=None), out, val_items=val,
+                         verbose=0).summary
+    assert done["iterations_done"] == 30 and done["finished"] is True and not (out / "backup").exists()
+
+
+def test_time_limit_judges_the_next_epoch_by_the_last_one():
+    import time
+
+    model = keras.Sequential([keras.layers.Dense(1)])
+    for epoch_s, stops in ((60.0, True), (30.0, False)):  # limit 100 s: next epoch ends near 120 / 60
+        model.stop_training = False
+        cb = TimeLimit(100.0, start=time.time() - epoch_s)
+        cb.set_model(model)
+        cb.on_epoch_end(0)
+        assert model.stop_training is stops and cb.stopped is stops
+
+
+def test_process_seconds_agrees_with_ps():
+    import os
+    import subprocess
+
+    etimes = float(subprocess.run(["ps", "-o", "etimes=", "-p", str(os.getpid())], capture_output=True,
+                                  text=True, check=True).stdout)
+    assert abs(process_seconds() - etimes) < 2.0
+
+
 def test_optimizer_is_adam_with_cosine_decay_and_global_clipping():
     config = TrainConfig(iterations=1000)
     optimizer = make_optimizer(config)
@@ -128,6 +166,9 @@ def test_optimizer_is_adam_with_cosine_decay_and_global_clipping():
         (dict(learning_rate_min=0.1), "learning rates"),
         (dict(iterations=1000, validate_every=100, stop_after=150), "--stop-after must be a multiple"),
         (dict(iterations=1000, validate_every=100, stop_after=2000), "--stop-after must be a multiple"),
+        (dict(time_limit=0), "--time-limit must be > 0"),
+        (dict(profile_batches=(5, 2)), "--profile must be FIRST,LAST"),
+        (dict(profile_batches=(0, 2)), "--profile must be FIRST,LAST"),
     ],
 )
 def test_bad_train_config_is_rejected(changes, message):

@@ -10,7 +10,8 @@ by image (`--split-fraction`) and the held-out images validate. Writes into `--o
 best/last weights, model.keras, train_summary.json, validation.json, tensorboard/, backup/.
 A killed run started again with the same command resumes from its last validation;
 `--stop-after N` ends a run at iteration N of the schedule on purpose (GPU sessions shorter
-than the training), and the same command with a later N, or none, continues it.
+than the training), `--time-limit S` at the last validation that fits in S seconds, and the
+same command with a later N, or none, continues it.
 """
 
 import dataclasses
@@ -42,6 +43,12 @@ def parse_args(argv=None):
     p.add_argument("--stop-after", type=int, metavar="N",
                    help="stop at iteration N of the --iterations schedule and keep the backup; the "
                         "same command with a larger (or no) --stop-after continues it")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop at the last validation that fits in SECONDS of wall time and keep the "
+                        "backup, like --stop-after (a GPU lease of fixed length)")
+    p.add_argument("--profile", metavar="FIRST,LAST",
+                   type=lambda v: tuple(int(x) for x in v.split(",")),
+                   help="trace batches FIRST..LAST with the profiler into --out/tensorboard")
     p.add_argument("--no-jit", action="store_true", help="no XLA (default: XLA with a GPU or on JAX, none with TensorFlow on a CPU)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", default=True,
@@ -63,6 +70,7 @@ def prepare(parser, args):
         "iterations": args.iterations, "batch_size": args.batch_size,
         "patch_size": args.patch_size, "validate_every": args.validate_every,
         "learning_rate": args.learning_rate, "seed": args.seed, "stop_after": args.stop_after,
+        "time_limit": args.time_limit, "profile_batches": args.profile,
         "jit_compile": False if args.no_jit else None,
     }
     config = get_preset(args.preset).train
