@@ -99,3 +99,30 @@ def test_lease_job_trains_and_leaves_model_only_weights_for_fetching(tmp_path, b
     for a, b in zip(fetched_model.weights, run_model.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert os.path.getsize(joined) < os.path.getsize(work / "run" / "last.weights.h5")  # no optimizer
+
+
+def test_profile_breakdown_counts_the_ops_of_a_traced_jax_program(tmp_path):
+    """bench/profile_ops.py on a real (CPU) trace: two convolutions per call, three calls."""
+    code = f"""
+import jax, jax.numpy as jnp
+@jax.jit
+def f(x, w):
+    dn = ("NHWC", "HWIO", "NHWC")
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
+    return jax.lax.conv_general_dilated(jnp.tanh(y), w, (1, 1), "SAME", dimension_numbers=dn).sum()
+x, w = jnp.ones((2, 16, 16, 4)), jnp.ones((3, 3, 4, 4))
+f(x, w).block_until_ready()
+jax.profiler.start_trace({str(tmp_path)!r})
+for _ in range(3):
+    f(x, w).block_until_ready()
+jax.profiler.stop_trace()
+"""
+    subprocess.run(["python", "-c", code], check=True, timeout=300, capture_output=True)
+    out = tmp_path / "ops.json"
+    subprocess.run(["python", "bench/profile_ops.py", str(tmp_path), "--steps", "3", "--json", str(out)],
+                   cwd=REPO_ROOT, check=True, timeout=300, capture_output=True)
+    result = json.loads(out.read_text())
+    convs = [o for o in result["ops"] if "conv" in o["op"]]
+    assert sum(o["calls_per_step"] for o in convs) == 2
+    assert result["categories"]["convolution"]["ms"] > 0
+    assert sum(c["share"] for c in result["categories"].values()) == pytest.approx(1.0, abs=1e-3)
