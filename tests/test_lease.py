@@ -100,6 +100,24 @@ def test_lease_job_trains_and_leaves_model_only_weights_for_fetching(tmp_path, b
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert os.path.getsize(joined) < os.path.getsize(work / "run" / "last.weights.h5")  # no optimizer
 
+    # bench/lease_finish.sh turns the fetched files into a shipped model with those weights
+    env = {**os.environ, "PLAN": str(plan), "DATA": str(data), "RUNS": str(tmp_path / "runs"),
+           "AUTOTUNE": str(tmp_path / "autotune"), "TRAINS": str(tmp_path / "trains"),
+           "MODELS": str(tmp_path / "models"), "EVAL_SETS": "Set12"}
+    subprocess.run(["bash", "bench/lease_finish.sh", str(work / "fetch")], cwd=REPO_ROOT, env=env, check=True,
+                   timeout=500, capture_output=True)
+    from clearer_tf.pretrained import load_pretrained, model_card
+
+    shipped, best = load_pretrained("m", root=tmp_path / "models"), build_network(genotype)
+    best.load_weights(work / "run" / "best.weights.h5")  # the best validation's, fetched or last
+    for a, b in zip(shipped.weights, best.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    card = model_card("m", root=tmp_path / "models")
+    assert card["version"] == 1 and card["training"]["iterations"] == 20
+    assert {e["data"] for e in card["evaluation"]} == {"Set12"}
+    (run_dir,) = os.listdir(tmp_path / "runs")
+    assert {"log", "timing.json", "validation.json"} <= set(os.listdir(tmp_path / "runs" / run_dir))
+
 
 def test_profile_breakdown_counts_the_ops_of_a_traced_jax_program(tmp_path):
     """bench/profile_ops.py on a real (CPU) trace: two convolutions per call, three calls."""
