@@ -10,13 +10,21 @@
 * `complexity_loss`: L_comp, the expected normalised cost of the columns (Eq. 5);
   the costs come from `clearer_tf.complexity.column_costs`.
 
-Restoration losses are looked up by name (`SearchConfig.loss`) in
-`RESTORATION_LOSSES`; add one with `@register_restoration_loss("name")`.
+Restoration losses (`--loss`, `SearchConfig.loss`, `TrainConfig.loss`) are named in
+`RESTORATION_LOSSES`: `mse` (the paper), `l1`, `charbonnier` and `log_ssim` (-log10 SSIM, as
+HiNAS), or a weighted sum of them such as `mse+0.5*log_ssim` (`parse_loss_spec`). Add one with
+`@register_restoration_loss("name")`.
 """
 
 import math
+import re
 
 from keras import ops
+
+from clearer_tf.metrics import ssim_tensor
+
+CHARBONNIER_EPS = 1e-3
+SSIM_FLOOR = 1e-6  # log_ssim: SSIM clipped from below so the loss stays finite
 
 RESTORATION_LOSSES = {}
 
@@ -31,10 +39,42 @@ def register_restoration_loss(name):
     return register
 
 
-def get_restoration_loss(name):
-    if name not in RESTORATION_LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(RESTORATION_LOSSES))}")
-    return RESTORATION_LOSSES[name]
+_TERM = re.compile(r"^(?:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*\*\s*)?([a-z_0-9]+)$")
+
+
+def parse_loss_spec(spec):
+    """`"mse+0.5*log_ssim"` -> `[(1.0, "mse"), (0.5, "log_ssim")]`; ValueError naming the
+    problem for anything else (unknown names, weights <= 0, repeated terms)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"--loss: expected a name or a sum like 'mse+0.5*log_ssim', got {spec!r}")
+    terms = []
+    for part in spec.replace(" ", "").split("+"):
+        match = _TERM.match(part)
+        if not match:
+            raise ValueError(f"--loss {spec!r}: cannot read the term {part!r} (expected NAME or WEIGHT*NAME)")
+        weight, name = float(match.group(1) or 1.0), match.group(2)
+        if name not in RESTORATION_LOSSES:
+            raise ValueError(f"--loss {spec!r}: unknown loss {name!r}; known: "
+                             f"{', '.join(sorted(RESTORATION_LOSSES))}")
+        if not weight > 0 or not math.isfinite(weight):
+            raise ValueError(f"--loss {spec!r}: the weight of {name!r} must be > 0, got {weight}")
+        if name in [n for _, n in terms]:
+            raise ValueError(f"--loss {spec!r}: {name!r} appears twice")
+        terms.append((weight, name))
+    return terms
+
+
+def get_restoration_loss(spec):
+    """`fn(restored, clean) -> scalar` for a loss name or weighted sum (`parse_loss_spec`)."""
+    terms = parse_loss_spec(spec)
+    if len(terms) == 1 and terms[0][0] == 1.0:
+        return RESTORATION_LOSSES[terms[0][1]]
+
+    def weighted_sum(restored, clean):
+        return sum(w * RESTORATION_LOSSES[name](restored, clean) for w, name in terms)
+
+    weighted_sum.__name__ = "+".join(f"{w:g}*{n}" for w, n in terms)
+    return weighted_sum
 
 
 @register_restoration_loss("mse")
@@ -43,6 +83,27 @@ def restoration_loss(restored, clean):
     restored = ops.cast(restored, "float32")
     clean = ops.cast(clean, "float32")
     return ops.mean(ops.square(restored - clean))
+
+
+@register_restoration_loss("l1")
+def l1_loss(restored, clean):
+    """Mean absolute error over all pixels of the batch."""
+    return ops.mean(ops.abs(ops.cast(restored, "float32") - ops.cast(clean, "float32")))
+
+
+@register_restoration_loss("charbonnier")
+def charbonnier_loss(restored, clean, eps=CHARBONNIER_EPS):
+    """Charbonnier (smooth L1): mean of sqrt((restored - clean)^2 + eps^2), eps = 1e-3."""
+    d = ops.cast(restored, "float32") - ops.cast(clean, "float32")
+    return ops.mean(ops.sqrt(d * d + eps * eps))
+
+
+@register_restoration_loss("log_ssim")
+def log_ssim_loss(restored, clean):
+    """-log10 of the batch's mean SSIM (data range 1; `clearer_tf.metrics.ssim_tensor`,
+    scikit-image's Gaussian SSIM), as HiNAS; SSIM is floored at 1e-6."""
+    value = ops.mean(ssim_tensor(ops.cast(restored, "float32"), ops.cast(clean, "float32")))
+    return -ops.log10(ops.maximum(value, SSIM_FLOOR))
 
 
 def arch_loss(weights, log_base=10.0, eps=1e-6):

@@ -1,6 +1,7 @@
 """Search losses (Eqs. 3-5) and column costs against NumPy and hand counts."""
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -63,8 +64,8 @@ def test_complexity_loss_equals_numpy():
 
 def test_restoration_loss_registry():
     assert losses.get_restoration_loss("mse") is losses.restoration_loss
-    with pytest.raises(ValueError, match="unknown loss"):
-        losses.get_restoration_loss("log_ssim")
+    with pytest.raises(ValueError, match="unknown loss 'psnr'"):
+        losses.get_restoration_loss("psnr")
 
 
 # --- costs ---------------------------------------------------------------------------------
@@ -145,3 +146,64 @@ def test_cost_measures_are_pluggable(tiny_supernet):
         del complexity.COST_MEASURES["unit"]
     with pytest.raises(ValueError, match="unknown cost measure"):
         complexity.column_costs(tiny_supernet, "latency")
+
+
+def _pair(seed=0, shape=(2, 24, 20, 1)):
+    rng = np.random.default_rng(seed)
+    clean = rng.random(shape)
+    return np.clip(clean + 0.1 * rng.standard_normal(shape), 0, 1), clean
+
+
+def test_l1_and_charbonnier_equal_numpy_float64():
+    x, y = _pair()
+    assert float(losses.l1_loss(x.astype("float32"), y.astype("float32"))) == pytest.approx(
+        np.mean(np.abs(x - y)), rel=1e-5)
+    expected = np.mean(np.sqrt((x - y) ** 2 + 1e-6))
+    assert float(losses.charbonnier_loss(x.astype("float32"), y.astype("float32"))) == pytest.approx(
+        expected, rel=1e-5)
+
+
+def test_log_ssim_equals_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    x, y = _pair(1, (3, 32, 28, 1))
+    ssims = [structural_similarity(a[..., 0], b[..., 0], data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                   use_sample_covariance=False) for a, b in zip(x, y)]
+    got = float(losses.log_ssim_loss(x.astype("float32"), y.astype("float32")))
+    assert got == pytest.approx(-np.log10(np.mean(ssims)), rel=1e-4)
+
+
+def test_weighted_sum_of_losses_equals_numpy():
+    from skimage.metrics import structural_similarity
+
+    x, y = _pair(2, (2, 32, 32, 1))
+    fn = losses.get_restoration_loss("mse + 0.5*log_ssim + 2e-1*l1")
+    ssim = np.mean([structural_similarity(a[..., 0], b[..., 0], data_range=1.0, gaussian_weights=True,
+                                          sigma=1.5, use_sample_covariance=False) for a, b in zip(x, y)])
+    expected = np.mean((x - y) ** 2) + 0.5 * -np.log10(ssim) + 0.2 * np.mean(np.abs(x - y))
+    assert float(fn(x.astype("float32"), y.astype("float32"))) == pytest.approx(expected, rel=1e-4)
+    assert losses.parse_loss_spec("mse+0.5*log_ssim") == [(1.0, "mse"), (0.5, "log_ssim")]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "expected a name or a sum"),
+    ("mse+", "cannot read the term ''"),
+    ("0*mse", "the weight of 'mse' must be > 0"),
+    ("mse+mse", "'mse' appears twice"),
+    ("mse+0.5*ssim", "unknown loss 'ssim'"),
+    ("-1*l1", "cannot read the term"),
+])
+def test_bad_loss_specs_are_refused_in_one_line(spec, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        losses.parse_loss_spec(spec)
+
+
+def test_log_ssim_gradient_is_finite_and_improves_ssim():
+    x, y = _pair(3, (1, 32, 32, 1))
+    restored = keras.Variable(x.astype("float32"))
+    with tf.GradientTape() as tape:
+        before = losses.log_ssim_loss(restored, y.astype("float32"))
+    grad = tape.gradient(before, restored)
+    assert np.all(np.isfinite(np.asarray(grad)))
+    restored.assign_sub(0.5 * grad)
+    assert float(losses.log_ssim_loss(restored, y.astype("float32"))) < float(before)
