@@ -1,0 +1,91 @@
+"""Latency table (LiteRT), L_comp with latency costs, and the choice within a latency budget."""
+
+import itertools
+import json
+import os
+
+import numpy as np
+import pytest
+
+from clearer_tf import latency, losses
+from clearer_tf.presets import SupernetConfig
+
+TINY = SupernetConfig(base_width=4, columns=(2, 1), stem_planes=4, stem_blocks=1)
+
+
+def _table(cells, parts, config=TINY):
+    return {"format": 1, "kind": "clearer-latency-table", "supernet": config.to_dict(),
+            "precisions": {"float32": {"parts": parts, "cells": cells}}}
+
+
+def test_choice_within_budget_equals_brute_force():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        n = int(rng.integers(1, 8))
+        weights = rng.dirichlet([1.0, 1.0], size=n)
+        lat = rng.uniform(0.5, 5.0, size=(n, 2))
+        fixed = float(rng.uniform(0, 3))
+        lo, hi = fixed + lat.min(axis=1).sum(), fixed + lat.max(axis=1).sum()
+        budget = float(rng.uniform(lo, hi))
+        best, best_score = None, -np.inf
+        for choice in itertools.product((0, 1), repeat=n):  # independent reference
+            total = fixed + sum(lat[i, c] for i, c in enumerate(choice))
+            score = np.prod([weights[i, c] for i, c in enumerate(choice)])
+            if total <= budget and score > best_score:
+                best, best_score = list(choice), score
+        choice, predicted = latency.choose_within_budget(weights, lat, budget, fixed)
+        assert choice == best, trial
+        assert predicted == pytest.approx(fixed + sum(lat[i, c] for i, c in enumerate(best)))
+
+
+def test_budget_below_the_fastest_genotype_is_refused_with_the_minimum():
+    with pytest.raises(ValueError, match=r"latency budget 1.0 ms: no genotype fits \(the fastest is predicted at 3.50 ms\)"):
+        latency.choose_within_budget([[0.5, 0.5], [0.5, 0.5]], [[1.0, 2.0], [1.5, 2.0]], 1.0, fixed=1.0)
+
+
+def test_argmax_is_kept_when_it_fits():
+    weights = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
+    choice, _ = latency.choose_within_budget(weights, np.ones((3, 2)), budget_ms=100.0)
+    assert choice == weights.argmax(axis=1).tolist()
+
+
+def test_costs_prediction_and_l_comp_equal_numpy():
+    cells = [{"parallel": 2.0, "fusion": 3.0}, {"parallel": 5.0, "fusion": 1.0}]
+    parts = {"stem": 1.0, "transition0": 0.5, "transition1": 0.25, "head": 0.125}
+    table = _table(cells, parts)
+    lat = np.array([[2.0, 3.0], [2.0, 3.0], [5.0, 1.0]])  # cell 0 has two columns
+    np.testing.assert_allclose(latency.column_latency(table, TINY.columns), lat)
+    costs = latency.column_costs(table, TINY.columns)
+    np.testing.assert_allclose(costs, lat / lat.sum())
+    assert latency.predict_ms(table, [["fusion", "parallel"], ["fusion"]]) == pytest.approx(1.875 + 3 + 2 + 1)
+    w = np.array([[0.3, 0.7], [0.6, 0.4], [0.5, 0.5]], np.float32)
+    expected = np.sum(w.astype(np.float64) * lat / lat.sum()) / 3  # Eq. 5
+    assert float(losses.complexity_loss(w, costs)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_measured_table_has_every_part_round_trips_and_guards_its_supernet(tmp_path):
+    table = latency.measure_table(TINY, 16, 16, precisions=("float32", "int8"), threads=1, runs=20, warmup=1)
+    for precision in ("float32", "int8"):
+        timings = table["precisions"][precision]
+        assert set(timings["parts"]) == {"stem", "transition0", "transition1", "head"}
+        assert [set(c) for c in timings["cells"]] == [{"parallel", "fusion"}] * 2
+        assert all(v > 0 for v in timings["parts"].values())
+    assert table["size"] == [16, 16] and table["runs"] == 20 and table["threads"] == 1
+    assert {"tensorflow", "keras", "ai_edge_litert"} <= set(table["versions"])
+
+    path = tmp_path / "latency_table.json"
+    latency.save_table(table, path)
+    assert latency.load_table(path, TINY, "int8") == json.loads(path.read_text())
+    other = SupernetConfig(base_width=8, columns=(2, 1), stem_planes=4, stem_blocks=1)
+    with pytest.raises(ValueError, match="measured for another supernet .*base_width=4, not 8"):
+        latency.load_table(path, other)
+    with pytest.raises(ValueError, match="no 'float16' timings"):
+        latency.load_table(path, TINY, "float16")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a clearer latency table"):
+        latency.load_table(tmp_path / "bad.json")
+
+    paths = latency.write_part_models(TINY, tmp_path / "parts", 16, 16)
+    assert sorted(os.path.basename(p) for p in paths) == sorted(
+        f"{n}-float32.tflite" for n in ["stem", "transition0", "transition1", "head", "cell0_parallel",
+                                         "cell0_fusion", "cell1_parallel", "cell1_fusion"])
