@@ -225,3 +225,23 @@ def measure_network(model, height, width, precision="float32", threads=None, run
     image = keras.Input((height, width, model.inputs[0].shape[-1]), batch_size=1)
     fixed = keras.Model(image, model(image))
     return time_tflite(to_tflite(fixed, precision), threads, runs, warmup)
+
+
+def derive_within_budget(weights, columns, table, budget_ms=None, precision="float32"):
+    """`(cells, report)`: the argmax genotype, or, when a budget is given and the argmax's
+    predicted latency exceeds it, the most probable genotype within it (`choose_within_budget`).
+    `report` is what `genotype.json` records (predicted latency, budget, which and why)."""
+    weights = np.asarray(weights, np.float64)
+    lat, fixed = column_latency(table, columns, precision), fixed_ms(table, precision)
+    argmax = weights.argmax(axis=1)
+    argmax_ms = fixed + float(lat[np.arange(len(argmax)), argmax].sum())
+    report = {"latency_precision": precision, "latency_size": table.get("size"),
+              "argmax_predicted_latency_ms": round(argmax_ms, 4), "latency_budget_ms": budget_ms}
+    choice, predicted, chosen = argmax.tolist(), argmax_ms, "argmax"
+    if budget_ms is not None and argmax_ms > budget_ms:
+        choice, predicted = choose_within_budget(weights, lat, budget_ms, fixed)
+        chosen = (f"most probable within budget: the argmax genotype is predicted at {argmax_ms:.2f} ms "
+                  f"> {budget_ms} ms")
+    report.update(predicted_latency_ms=round(predicted, 4), chosen=chosen)
+    flat = iter(choice)
+    return [[CANDIDATES[next(flat)] for _ in range(n)] for n in columns], report

@@ -89,3 +89,16 @@ def test_measured_table_has_every_part_round_trips_and_guards_its_supernet(tmp_p
     assert sorted(os.path.basename(p) for p in paths) == sorted(
         f"{n}-float32.tflite" for n in ["stem", "transition0", "transition1", "head", "cell0_parallel",
                                          "cell0_fusion", "cell1_parallel", "cell1_fusion"])
+
+
+def test_derivation_keeps_the_argmax_within_budget_and_replaces_it_above():
+    cells = [{"parallel": 1.0, "fusion": 4.0}, {"parallel": 1.0, "fusion": 2.0}]
+    table = _table(cells, {"stem": 1.0, "transition0": 0.0, "transition1": 0.0, "head": 0.0})
+    weights = [[0.4, 0.6], [0.45, 0.55], [0.3, 0.7]]  # argmax: all fusion = 1 + 4 + 4 + 2 = 11 ms
+    cells_out, report = latency.derive_within_budget(weights, TINY.columns, table, budget_ms=20.0)
+    assert cells_out == [["fusion", "fusion"], ["fusion"]] and report["chosen"] == "argmax"
+    assert report["predicted_latency_ms"] == report["argmax_predicted_latency_ms"] == 11.0
+    cells_out, report = latency.derive_within_budget(weights, TINY.columns, table, budget_ms=8.0)
+    # within 8 ms: one of the cell-0 columns must turn parallel; the one with the weaker fusion vote
+    assert cells_out == [["fusion", "parallel"], ["fusion"]] and report["predicted_latency_ms"] == 8.0
+    assert report["chosen"].startswith("most probable within budget: the argmax genotype is predicted at 11.00")
