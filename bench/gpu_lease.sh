@@ -4,6 +4,7 @@
 # leaves in $WORK/fetch what the lease must bring back (touches $WORK/DONE when it has).
 #
 #   PLAN=<dir of plan.env> DATA=<BSDS500 and Set12> DEADLINE_S=<s> setsid bash bench/gpu_lease.sh &
+#   (or DEADLINE_AT=<epoch seconds>: the lease's end as computed before the wheel install)
 #
 # Plans (docs/gpu_session.md is the runbook around this script):
 #   MODE=train   train GENOTYPE at SIGMA on the ITERATIONS schedule (paper recipe, Set12 selects),
@@ -26,6 +27,8 @@ PRESET=${PRESET:-paper}
 VALIDATE_EVERY=${VALIDATE_EVERY:-2000}
 PROFILE=${PROFILE:-1100,1104}
 START=$(date +%s)
+# DEADLINE_AT (epoch seconds, taken before the wheel install) wins over DEADLINE_S
+[ -n "${DEADLINE_AT:-}" ] && DEADLINE_S=$(( DEADLINE_AT - START ))
 rm -f "$WORK/DONE"; mkdir -p "$WORK/fetch" "$WORK/small"
 exec >>"$WORK/log" 2>&1
 elapsed() { echo $(( $(date +%s) - START )); }
