@@ -124,10 +124,11 @@ def restore(predict, degraded, ensemble=False):
 
 
 # --- predictors ------------------------------------------------------------------------
-def guarded(fn, channels, tile="auto", overlap=DEFAULT_OVERLAP):
+def guarded(fn, channels, tile="auto", overlap=DEFAULT_OVERLAP, multiple=8):
     """`fn` (NHWC float32 -> NHWC float32) behind the input checks of `clearer_tf.inputs`
-    and tiled above the tile size (`clearer_tf.tiling`); `.channels` is set."""
-    run = tiled(fn, tile, overlap)
+    and tiled above the tile size (`clearer_tf.tiling`; `multiple`: the network's 2**cells);
+    `.channels` is set."""
+    run = tiled(fn, tile, overlap, multiple)
 
     def predict(images):
         return run(check_images(images, channels))
@@ -143,11 +144,12 @@ def keras_predictor(model, multiple=None, tile="auto", overlap=DEFAULT_OVERLAP):
 
     if not any(isinstance(layer, PadToMultiple) for layer in model.layers):
         model = with_padding(model, multiple)
+    multiple = next(layer.multiple for layer in model.layers if isinstance(layer, PadToMultiple))
 
     def predict(images):
         return np.asarray(model.predict_on_batch(images), np.float32)
 
-    return guarded(predict, model.input_shape[-1], tile, overlap)
+    return guarded(predict, model.input_shape[-1], tile, overlap, multiple)
 
 
 def saved_model_predictor(path, signature="serving_default", tile="auto", overlap=DEFAULT_OVERLAP):
@@ -161,8 +163,9 @@ def saved_model_predictor(path, signature="serving_default", tile="auto", overla
     def predict(images):
         return fn(image=tf.constant(images, tf.float32))["restored"].numpy()
 
+    record = _json_file(os.path.join(os.fspath(path), "assets.extra", "clearer.json")) or {}
     guarded_predict = guarded(predict, int(fn.structured_input_signature[1]["image"].shape[-1]),
-                              tile, overlap)
+                              tile, overlap, network_multiple(record))
     guarded_predict.loaded = loaded  # keep the trackable alive
     return guarded_predict
 
@@ -172,6 +175,12 @@ def _json_file(path):
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def network_multiple(record) -> int:
+    """2**cells of the genotype in an export record (clearer.json), else 8 (3 cells)."""
+    cells = (record.get("genotype") or {}).get("cells")
+    return 2 ** len(cells) if isinstance(cells, list) and cells else 8
 
 
 def _saved_model_training(saved_model_dir):

@@ -207,19 +207,21 @@ def export(genotype, weights, root="saved_models", name="clearer", version=1, tf
     return out
 
 
-def tflite_predictor(path, num_threads=None, tile="auto", overlap=32):
+def tflite_predictor(path, num_threads=None, tile="auto", overlap=64):
     """NHWC float32 -> NHWC float32 with the LiteRT interpreter at any input size.
 
     The input is resized (`resize_tensor_input`) whenever the shape changes, checked and
     tiled above the tile size (`evaluation.guarded`). The returned function has a
     `.channels` attribute and the `.interpreter`.
     """
-    from clearer_tf.evaluation import guarded
+    from clearer_tf.evaluation import guarded, network_multiple
+    from clearer_tf.quiet import quietly
 
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
-    interpreter.allocate_tensors()
+    with quietly():
+        interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     (out,) = interpreter.get_output_details()
     state = {"shape": tuple(inp["shape"])}
@@ -231,9 +233,15 @@ def tflite_predictor(path, num_threads=None, tile="auto", overlap=32):
             interpreter.allocate_tensors()
             state["shape"] = tuple(images.shape)
         interpreter.set_tensor(inp["index"], images)
-        interpreter.invoke()
+        if not state.get("invoked"):  # the delegate announces itself on the first call
+            with quietly():
+                interpreter.invoke()
+            state["invoked"] = True
+        else:
+            interpreter.invoke()
         return np.array(interpreter.get_tensor(out["index"]))
 
-    checked = guarded(predict, int(inp["shape_signature"][-1]), tile, overlap)
+    checked = guarded(predict, int(inp["shape_signature"][-1]), tile, overlap,
+                      network_multiple(tflite_metadata(path)))
     checked.interpreter = interpreter
     return checked

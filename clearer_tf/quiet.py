@@ -38,6 +38,12 @@ def silenced_fd2():
             os.close(saved)
 
 
+def quietly():
+    """`silenced_fd2()` unless verbose (e.g. LiteRT's `Created TensorFlow Lite XNNPACK
+    delegate` line)."""
+    return contextlib.nullcontext() if verbose() else silenced_fd2()
+
+
 def import_tensorflow_quietly():
     """Imports TensorFlow (and Keras) once, without the start-up block unless verbose."""
     if verbose():

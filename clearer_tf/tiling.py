@@ -1,9 +1,11 @@
 """Tiled inference: restore a large image tile by tile, in bounded memory.
 
 Tiles of `tile` x `tile` pixels overlap by `overlap` pixels; the last tile of a row or
-column is aligned with the image's edge. Each tile is restored on its own (reflect-padded
-inside the network, as a whole image is) and the outputs are blended with weights that ramp
-linearly over the `overlap` pixels next to an inner tile edge, so tile seams do not show.
+column is aligned with the (padded) image's edge. The image is reflect-padded to the
+network's multiple first and tile offsets are multiples of it, so each tile sees the same
+padding and downsampling grid as the whole image; outputs are blended with weights that
+ignore the outer quarter of each overlap and ramp linearly over its middle half, so tile
+seams do not show.
 Memory then grows with the tile, not with the image: the network's activations for one
 tile plus two float32 accumulators of the image's size.
 
@@ -17,19 +19,19 @@ import numpy as np
 
 AUTO_TILE = 512
 AUTO_TILE_PIXELS = 1024 * 1024
-DEFAULT_OVERLAP = 32
+DEFAULT_OVERLAP = 64
 
 
 def check_tiling(tile, overlap):
     """ValueError (one line) unless `tile` is "auto", None/0 or an int >= 16 with
-    0 <= `overlap` < tile / 2."""
+    0 <= `overlap` <= tile / 2."""
     if tile == "auto" or not tile:
         tile = AUTO_TILE if tile == "auto" else None
     elif not isinstance(tile, (int, np.integer)) or isinstance(tile, bool) or tile < 16:
         raise ValueError(f"--tile must be 0 (no tiles), 'auto' or an integer >= 16, got {tile!r}")
     if not isinstance(overlap, (int, np.integer)) or isinstance(overlap, bool) or overlap < 0 or (
-            tile and 2 * overlap >= tile):
-        raise ValueError(f"--tile-overlap must be an integer >= 0 and below half the tile "
+            tile and 2 * overlap > tile):
+        raise ValueError(f"--tile-overlap must be an integer from 0 to half the tile "
                          f"({tile}), got {overlap!r}")
 
 
@@ -49,9 +51,13 @@ def tile_starts(size, tile, overlap):
 
 
 def _ramp(length, overlap, inner_start, inner_end):
+    """Blend weights along one axis: next to an inner tile edge, ~0 over the outer quarter of
+    the overlap (pixels that lack context), then linear up to 1 over its middle half."""
     weight = np.ones(length, np.float32)
     if overlap:
-        ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        margin = overlap // 4
+        ramp = (np.arange(overlap, dtype=np.float32) + 0.5 - margin) / max(overlap - 2 * margin, 1)
+        ramp = np.clip(ramp, 1e-6, 1.0)
         if inner_start:
             weight[:overlap] = np.minimum(weight[:overlap], ramp)
         if inner_end:
@@ -59,36 +65,52 @@ def _ramp(length, overlap, inner_start, inner_end):
     return weight
 
 
-def restore_tiled(predict, images, tile, overlap=DEFAULT_OVERLAP):
-    """`predict` (NHWC -> NHWC) applied tile by tile to `images` and blended."""
+def _round_up(value, multiple):
+    return -(-value // multiple) * multiple
+
+
+def restore_tiled(predict, images, tile, overlap=DEFAULT_OVERLAP, multiple=1):
+    """`predict` (NHWC -> NHWC) applied tile by tile to `images` and blended.
+
+    The image is first reflect-padded (bottom/right) to a multiple of `multiple`, as the
+    network pads a whole image, and tile, overlap and tile offsets are multiples of it, so
+    every tile sees the whole image's padding and downsampling grid; the output is cropped
+    back.
+    """
     n, height, width, _ = images.shape
-    rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    tile, overlap = _round_up(tile, multiple), _round_up(overlap, multiple)
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h or pad_w:
+        images = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+    full_h, full_w = height + pad_h, width + pad_w
+    rows, cols = tile_starts(full_h, tile, overlap), tile_starts(full_w, tile, overlap)
     total = weights = None
     for top in rows:
-        th = min(tile, height)
-        wy = _ramp(th, overlap, top > 0, top + th < height)
+        th = min(tile, full_h)
+        wy = _ramp(th, overlap, top > 0, top + th < full_h)
         for left in cols:
-            tw = min(tile, width)
+            tw = min(tile, full_w)
             out = np.asarray(predict(np.ascontiguousarray(images[:, top:top + th, left:left + tw])),
                              np.float32)
             if total is None:
-                total = np.zeros((n, height, width, out.shape[-1]), np.float32)
-                weights = np.zeros((height, width, 1), np.float32)
-            w = (wy[:, None] * _ramp(tw, overlap, left > 0, left + tw < width)[None, :])[..., None]
+                total = np.zeros((n, full_h, full_w, out.shape[-1]), np.float32)
+                weights = np.zeros((full_h, full_w, 1), np.float32)
+            w = (wy[:, None] * _ramp(tw, overlap, left > 0, left + tw < full_w)[None, :])[..., None]
             total[:, top:top + th, left:left + tw] += out * w
             weights[top:top + th, left:left + tw] += w
     total /= weights
-    return total
+    return total[:, :height, :width]
 
 
-def tiled(predict, tile="auto", overlap=DEFAULT_OVERLAP):
-    """`predict` that restores images above the tile size tile by tile (see the module)."""
+def tiled(predict, tile="auto", overlap=DEFAULT_OVERLAP, multiple=8):
+    """`predict` that restores images above the tile size tile by tile (see the module);
+    `multiple`: the network's 2**cells."""
     check_tiling(tile, overlap)
 
     def run(images):
         side = tile_for(images.shape, tile)
         if side is None:
             return predict(images)
-        return restore_tiled(predict, images, side, overlap)
+        return restore_tiled(predict, images, side, overlap, multiple)
 
     return run
