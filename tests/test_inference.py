@@ -13,6 +13,7 @@ from clearer_tf.export import export
 from clearer_tf.genotype import Genotype
 from clearer_tf.inputs import InputRangeWarning, check_images
 from clearer_tf.network import build_network
+from net_helpers import randomise
 from clearer_tf.pretrained import tiled_predict
 from clearer_tf.tiling import restore_tiled, tile_starts
 from pipelines.noise import GaussianNoise
@@ -22,21 +23,7 @@ TINY = Genotype.from_string("F / P / F", base_width=4, stem_planes=4, stem_block
 
 
 def realistic_network(seed=0):
-    """TINY with He-scaled random weights (fresh ones output ~0: any tiling would 'match')."""
-    model = build_network(TINY)
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        shape, name = tuple(v.shape), v.path
-        if "moving_variance" in name:
-            value = rng.uniform(0.5, 1.5, shape)
-        elif "moving_mean" in name or "beta" in name:
-            value = rng.normal(0, 0.1, shape)
-        elif "gamma" in name:
-            value = rng.uniform(0.8, 1.2, shape)
-        else:
-            value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
-        v.assign(value.astype(np.float32))
-    return model
+    return randomise(build_network(TINY), seed)
 
 
 @pytest.fixture(scope="module")
