@@ -7,10 +7,15 @@ import os
 # takes effect if TensorFlow is not imported yet; an explicit TF_ENABLE_ONEDNN_OPTS wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-from clearer_tf.genotype import Genotype
-from clearer_tf.network import build_network
-from clearer_tf.pretrained import list_pretrained, load_pretrained
-from clearer_tf.supernet import build_supernet
+from clearer_tf.quiet import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # no C++ start-up block unless CLEARER_VERBOSE=1
+
+
+from clearer_tf.genotype import Genotype  # noqa: E402
+from clearer_tf.network import build_network  # noqa: E402
+from clearer_tf.pretrained import list_pretrained, load_pretrained  # noqa: E402
+from clearer_tf.supernet import build_supernet  # noqa: E402
 
 __all__ = ["Genotype", "build_network", "build_supernet", "list_pretrained", "load_pretrained"]
 __version__ = "0.1.0"

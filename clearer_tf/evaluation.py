@@ -20,16 +20,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import os
+import re
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from clearer_tf import files
+from clearer_tf.inputs import check_images
 from clearer_tf.metrics import psnr, ssim
+from clearer_tf.tiling import DEFAULT_OVERLAP, tiled
 
 PATCH_SIZE = 64
+SSIM_WINDOW = 11
 TRANSFORMS = 8
 
 
@@ -119,22 +124,37 @@ def restore(predict, degraded, ensemble=False):
 
 
 # --- predictors ------------------------------------------------------------------------
-def keras_predictor(model, multiple=None):
+def guarded(fn, channels, tile="auto", overlap=DEFAULT_OVERLAP, multiple=8):
+    """`fn` (NHWC float32 -> NHWC float32) behind the input checks of `clearer_tf.inputs`
+    and tiled above the tile size (`clearer_tf.tiling`; `multiple`: the network's 2**cells);
+    `.channels` is set."""
+    run = tiled(fn, tile, overlap, multiple)
+
+    def predict(images):
+        return run(check_images(images, channels))
+
+    predict.channels = channels
+    return predict
+
+
+def keras_predictor(model, multiple=None, tile="auto", overlap=DEFAULT_OVERLAP):
     """NHWC -> NHWC with a Keras model at any size (wrapped with `with_padding` unless it
-    already pads)."""
+    already pads); checked input, tiles above the tile size (`guarded`)."""
     from clearer_tf.network import PadToMultiple, with_padding
 
     if not any(isinstance(layer, PadToMultiple) for layer in model.layers):
         model = with_padding(model, multiple)
+    multiple = next(layer.multiple for layer in model.layers if isinstance(layer, PadToMultiple))
 
     def predict(images):
         return np.asarray(model.predict_on_batch(images), np.float32)
 
-    return predict
+    return guarded(predict, model.input_shape[-1], tile, overlap, multiple)
 
 
-def saved_model_predictor(path, signature="serving_default"):
-    """NHWC float32 -> NHWC float32 through a SavedModel signature (`image` -> `restored`)."""
+def saved_model_predictor(path, signature="serving_default", tile="auto", overlap=DEFAULT_OVERLAP):
+    """NHWC float32 -> NHWC float32 through a SavedModel signature (`image` -> `restored`);
+    checked input, tiles above the tile size (`guarded`)."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(os.fspath(path))
@@ -143,22 +163,68 @@ def saved_model_predictor(path, signature="serving_default"):
     def predict(images):
         return fn(image=tf.constant(images, tf.float32))["restored"].numpy()
 
-    predict.loaded = loaded  # keep the trackable alive
-    return predict
+    record = _json_file(os.path.join(os.fspath(path), "assets.extra", "clearer.json")) or {}
+    guarded_predict = guarded(predict, int(fn.structured_input_signature[1]["image"].shape[-1]),
+                              tile, overlap, network_multiple(record))
+    guarded_predict.loaded = loaded  # keep the trackable alive
+    return guarded_predict
 
 
-def load_predictor(path):
+def _json_file(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def network_multiple(record) -> int:
+    """2**cells of the genotype in an export record (clearer.json), else 8 (3 cells)."""
+    cells = (record.get("genotype") or {}).get("cells")
+    return 2 ** len(cells) if isinstance(cells, list) and cells else 8
+
+
+def _saved_model_training(saved_model_dir):
+    record = _json_file(os.path.join(saved_model_dir, "assets.extra", "clearer.json")) or {}
+    return (record.get("training") or {}).get("data") or {}
+
+
+def _summary_data(folder):
+    return (_json_file(os.path.join(folder, "train_summary.json")) or {}).get("data") or {}
+
+
+def _tflite_training(path):
+    from clearer_tf.export import tflite_metadata
+
+    data = (tflite_metadata(path).get("training") or {}).get("data")
+    if data:
+        return data
+    match = re.search(r"-v(\d+)-[a-z0-9]+\.tflite$", os.path.basename(path))  # <name>/tflite/
+    if match:
+        return _saved_model_training(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))),
+                                                  match.group(1)))
+    return {}
+
+
+def _keras_training(path):
+    data = (files.keras_metadata(path).get("training") or {}).get("data")
+    return data or _summary_data(os.path.dirname(os.path.abspath(path)))
+
+
+def load_predictor(path, tile="auto", overlap=DEFAULT_OVERLAP):
     """(predict, description, channels) for a training out dir, a `.keras` file, a
     SavedModel (a version folder or its `saved_models/<name>` parent) or a `.tflite` file.
 
-    Raises ValueError naming `path` when it is none of these.
+    `description["training_data"]` is the training data record the model carries (task,
+    channels, degradation; {} where none is recorded). Raises ValueError naming `path`
+    when it is none of these.
     """
     path = os.fspath(path)
     if path.endswith(".tflite") and os.path.isfile(path):
         from clearer_tf.export import tflite_predictor
 
-        predict = tflite_predictor(path)
-        return predict, {"kind": "tflite", "path": path}, predict.channels
+        predict = tflite_predictor(path, tile=tile, overlap=overlap)
+        info = {"kind": "tflite", "path": path, "training_data": _tflite_training(path)}
+        return predict, info, predict.channels
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
         from clearer_tf.pretrained import saved_model_version
 
@@ -167,9 +233,9 @@ def load_predictor(path):
         except ValueError:
             pass
     if os.path.exists(os.path.join(path, "saved_model.pb")):
-        predict = saved_model_predictor(path)
-        channels = int(predict.loaded.signatures["serving_default"].structured_input_signature[1]["image"].shape[-1])
-        return predict, {"kind": "saved_model", "path": path}, channels
+        predict = saved_model_predictor(path, tile=tile, overlap=overlap)
+        info = {"kind": "saved_model", "path": path, "training_data": _saved_model_training(path)}
+        return predict, info, predict.channels
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "genotype.json")):
         from clearer_tf.network import build_network
 
@@ -177,16 +243,15 @@ def load_predictor(path):
         if not os.path.exists(weights):
             raise ValueError(f"{path}: training folder without best.weights.h5 (training not run yet?)")
         model = build_network(os.path.join(path, "genotype.json"))
-        model.load_weights(weights)
-        return keras_predictor(model), {"kind": "training_dir", "path": path, "weights": weights}, model.input_shape[-1]
+        files.load_weights(model, weights)
+        info = {"kind": "training_dir", "path": path, "weights": weights,
+                "training_data": _summary_data(path)}
+        return keras_predictor(model, tile=tile, overlap=overlap), info, model.input_shape[-1]
     keras_file = os.path.join(path, "model.keras") if os.path.isdir(path) else path
     if keras_file.endswith(".keras") and os.path.isfile(keras_file):
-        import keras
-
-        import clearer_tf.network  # noqa: F401  registers the custom layers
-
-        model = keras.models.load_model(keras_file)
-        return keras_predictor(model), {"kind": "keras", "path": keras_file}, model.input_shape[-1]
+        model = files.load_model(keras_file)
+        info = {"kind": "keras", "path": keras_file, "training_data": _keras_training(keras_file)}
+        return keras_predictor(model, tile=tile, overlap=overlap), info, model.input_shape[-1]
     raise ValueError(
         f"--model-dir {path}: not a training folder (genotype.json + best.weights.h5), a "
         ".keras file, a SavedModel folder or a .tflite file"
@@ -220,6 +285,29 @@ def image_metrics(restored, clean, config: EvalConfig):
         out["patch_psnr_values"] = psnr(r, c, y_channel=y) if len(r) else np.zeros(0)
         out["patch_ssim_values"] = ssim(r, c, y_channel=y) if len(r) else np.zeros(0)
     return out
+
+
+def check_eval_sizes(items, config: EvalConfig):
+    """ValueError (one line, naming the image) if an image is too small for SSIM's 11x11
+    window after the border crop, checked before any restoration."""
+    need = SSIM_WINDOW + 2 * config.crop_border
+    for item in items:
+        height, width = np.shape(item[-1])[:2]
+        if min(height, width) < need:
+            raise ValueError(
+                f"image '{item[0]}' is {width}x{height}: smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} "
+                f"window plus 2 x --crop-border {config.crop_border} ({need}x{need})")
+
+
+def describe_degradation(degradation) -> str:
+    """`gaussian sigma 50`, `gaussian sigma 10-70`, `synthetic rain` or `real pairs`."""
+    if degradation is None:
+        return "real pairs"
+    described = degradation.describe()
+    if described.get("type") == "gaussian":
+        sigma = described["sigma"]
+        return f"gaussian sigma {'-'.join(f'{s:g}' for s in sigma) if isinstance(sigma, (list, tuple)) else f'{sigma:g}'}"
+    return f"synthetic {described.get('type', 'degradation')}"
 
 
 def degrade_items(items, degradation=None, seed=0):
@@ -266,6 +354,7 @@ def evaluate(predict, items, degradation=None, config: EvalConfig | None = None,
     >>> write_report(result, "runs/eval", save_images=True)
     """
     config = config or EvalConfig()
+    check_eval_sizes(items, config)
     rows, images, all_patch_psnr, all_patch_ssim = [], [], [], []
     warmed = set()
     for name, degraded, clean in degrade_items(items, degradation, config.seed):

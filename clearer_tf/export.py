@@ -22,6 +22,7 @@ Everything is written to a temporary folder first and renamed into place.
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -31,6 +32,7 @@ from clearer_tf.genotype import Genotype
 
 TFLITE_KINDS = ("float32", "float16", "int8")
 WEIGHTS_COLLECTION = "clearer_weights"
+TFLITE_METADATA = "clearer"
 
 
 def _require_tensorflow_backend():
@@ -49,7 +51,7 @@ def build_serving_model(genotype, weights):
     from clearer_tf.network import build_network, with_padding
 
     network = build_network(genotype)
-    network.load_weights(os.fspath(weights))
+    files.load_weights(network, weights)
     return with_padding(network, name="clearer_serving")
 
 
@@ -82,10 +84,10 @@ def export_saved_model(genotype, weights, root="saved_models", name="clearer", v
     # lookup-table walk of track() fails on the modules' tuple-keyed layer dicts.
 
     def serve_float(image):
-        return {"restored": model(image, training=False)}
+        return {"restored": model(checked_input(image, channels), training=False)}
 
     def serve_uint8(image):
-        restored = model(tf.cast(image, tf.float32) / 255.0, training=False)
+        restored = model(tf.cast(checked_input(image, channels), tf.float32) / 255.0, training=False)
         restored = tf.round(tf.clip_by_value(restored, 0.0, 1.0) * 255.0)
         return {"restored": tf.cast(restored, tf.uint8)}
 
@@ -113,6 +115,21 @@ def export_saved_model(genotype, weights, root="saved_models", name="clearer", v
     return target
 
 
+def checked_input(image, channels):
+    """`image` after in-graph checks: rank 4, `channels` channels, finite values (an
+    InvalidArgumentError naming the expected shape otherwise; a serving signature would
+    else reshape a wrong channel count into more images, or return NaN everywhere)."""
+    import tensorflow as tf
+
+    expected = f"image must be [batch, height, width, {channels}]"
+    checks = [tf.debugging.assert_rank(image, 4, message=expected),
+              tf.debugging.assert_equal(tf.shape(image)[-1], channels, message=expected)]
+    if image.dtype.is_floating:
+        checks.append(tf.debugging.assert_all_finite(image, "image has NaN or Inf values"))
+    with tf.control_dependencies(checks):
+        return tf.identity(image)
+
+
 def training_metadata(summary: dict) -> dict:
     """What `clearer.json` keeps of a `train_summary.json`."""
     return {"training": {k: summary.get(k) for k in ("data", "train_config", "validation")}}
@@ -134,8 +151,47 @@ def convert_tflite(saved_model_dir, path, kind="float32"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if kind == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    files.write_bytes(path, converter.convert())
+    model = converter.convert()
+    record = os.path.join(os.fspath(saved_model_dir), "assets.extra", "clearer.json")
+    if os.path.isfile(record):
+        with open(record, encoding="utf-8") as f:
+            model = with_tflite_metadata(model, json.load(f))
+    files.write_bytes(path, model)
     return os.fspath(path)
+
+
+def with_tflite_metadata(model: bytes, record: dict) -> bytes:
+    """The TFLite flatbuffer `model` with `record` (genotype, training data) as its
+    `TFLITE_METADATA` entry, which interpreters ignore."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    keep = {k: v for k, v in record.items() if k != WEIGHTS_COLLECTION}
+    flat = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(keep).encode(), np.uint8)
+    flat.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = TFLITE_METADATA, len(flat.buffers) - 1
+    flat.metadata = [*(flat.metadata or []), entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(flat))
+
+
+def tflite_metadata(path) -> dict:
+    """The `TFLITE_METADATA` entry of a `.tflite` file ({} when it has none)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() == TFLITE_METADATA.encode():
+                return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    except Exception:  # not a flatbuffer we can read: no metadata
+        return {}
+    return {}
 
 
 def export(genotype, weights, root="saved_models", name="clearer", version=1, tflite=(),
@@ -151,16 +207,21 @@ def export(genotype, weights, root="saved_models", name="clearer", version=1, tf
     return out
 
 
-def tflite_predictor(path, num_threads=None):
+def tflite_predictor(path, num_threads=None, tile="auto", overlap=64):
     """NHWC float32 -> NHWC float32 with the LiteRT interpreter at any input size.
 
-    The input is resized (`resize_tensor_input`) whenever the shape changes. The returned
-    function has a `.channels` attribute and the `.interpreter`.
+    The input is resized (`resize_tensor_input`) whenever the shape changes, checked and
+    tiled above the tile size (`evaluation.guarded`). The returned function has a
+    `.channels` attribute and the `.interpreter`.
     """
+    from clearer_tf.evaluation import guarded, network_multiple
+    from clearer_tf.quiet import quietly
+
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
-    interpreter.allocate_tensors()
+    with quietly():
+        interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
     (inp,) = interpreter.get_input_details()
     (out,) = interpreter.get_output_details()
     state = {"shape": tuple(inp["shape"])}
@@ -172,9 +233,15 @@ def tflite_predictor(path, num_threads=None):
             interpreter.allocate_tensors()
             state["shape"] = tuple(images.shape)
         interpreter.set_tensor(inp["index"], images)
-        interpreter.invoke()
+        if not state.get("invoked"):  # the delegate announces itself on the first call
+            with quietly():
+                interpreter.invoke()
+            state["invoked"] = True
+        else:
+            interpreter.invoke()
         return np.array(interpreter.get_tensor(out["index"]))
 
-    predict.channels = int(inp["shape_signature"][-1])
-    predict.interpreter = interpreter
-    return predict
+    checked = guarded(predict, int(inp["shape_signature"][-1]), tile, overlap,
+                      network_multiple(tflite_metadata(path)))
+    checked.interpreter = interpreter
+    return checked

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -55,10 +56,64 @@ def save_weights(model, path):
         model.save_weights(tmp)
 
 
-def save_model(model, path):
-    """`model.save` to a temporary `.keras` file, then rename onto `path`."""
+KERAS_METADATA = "clearer.json"
+"""Our entry in a `.keras` archive (Keras ignores it): the training data record, so that
+a copied `model.keras` still says which degradation it was trained for."""
+
+
+def save_model(model, path, metadata=None):
+    """`model.save` to a temporary `.keras` file (with `metadata` as its `clearer.json`
+    entry), then rename onto `path`."""
     with atomic_path(path, ".keras") as tmp:
         model.save(tmp)
+        if metadata is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(KERAS_METADATA, json.dumps(metadata, default=_default))
+
+
+def keras_metadata(path) -> dict:
+    """The `clearer.json` entry of a `.keras` file ({} if it has none or is no archive)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if KERAS_METADATA in archive.namelist():
+                return json.loads(archive.read(KERAS_METADATA))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        pass
+    return {}
+
+
+def _one_line(error):
+    return " ".join(str(error).split())[:300]
+
+
+def load_model(path):
+    """`keras.models.load_model` with the custom layers registered; ValueError naming the
+    file (one line) when it is not a readable `.keras` archive of this network."""
+    import keras
+
+    import clearer_tf.network  # noqa: F401  registers the custom layers
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a .keras archive (truncated or another format)")
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # Keras raises ValueError, KeyError, TypeError, OSError, ...
+        raise ValueError(f"{path}: cannot be loaded as a Keras model ({type(e).__name__}: "
+                         f"{_one_line(e)})") from None
+
+
+def load_weights(model, path):
+    """`model.load_weights` of a `.weights.h5` file; ValueError naming the file (one line)
+    when it is no HDF5 file or does not fit the network."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89HDF\r\n\x1a\n":
+            raise ValueError(f"weights {path}: not an HDF5 .weights.h5 file")
+    try:
+        model.load_weights(path)
+    except Exception as e:  # h5py/Keras: ValueError, KeyError, OSError, ...
+        raise ValueError(f"weights {path}: do not fit the network of this genotype "
+                         f"({type(e).__name__}: {_one_line(e)})") from None
 
 
 @contextlib.contextmanager

@@ -18,6 +18,11 @@ from clearer_tf.supernet import CANDIDATES, mixed_columns
 
 FORMAT_VERSION = 1
 _SHORT = {"P": "parallel", "F": "fusion"}
+TASKS = ("denoise", "derain")
+# Sane ranges: far beyond the paper's network (3 cells of 4 columns, base width 32, 2 stem
+# blocks of 32 planes), small enough that a typo fails here, not in a hang or an OOM.
+LIMITS = {"cells": 6, "columns": 16, "base_width": 512, "stem_planes": 512, "stem_blocks": 16}
+MAX_WIDTH = 4096  # the widest branch, base_width * 2**cells
 
 
 class GenotypeError(ValueError):
@@ -88,6 +93,9 @@ class Genotype:
             raise GenotypeError("genotype field 'cells' is missing")
         extra = {k: v for k, v in data.items() if k not in known and k not in ("widths", "columns")}
         genotype = cls(**kwargs, extra=extra)
+        for name in ("widths", "columns"):
+            if name in data and not _int_list(data[name]):
+                raise GenotypeError(f"genotype field '{name}': must be a list of integers, got {data[name]!r}")
         if "widths" in data and list(data["widths"]) != genotype.widths():
             raise GenotypeError(
                 f"genotype field 'widths': {data['widths']} does not match base_width "
@@ -107,8 +115,14 @@ class Genotype:
                 data = json.load(f)
         except FileNotFoundError:
             raise GenotypeError(f"genotype file {path}: not found") from None
+        except IsADirectoryError:
+            raise GenotypeError(f"genotype file {path}: is a folder, not a JSON file") from None
+        except UnicodeDecodeError as e:
+            raise GenotypeError(f"genotype file {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         except json.JSONDecodeError as e:
             raise GenotypeError(f"genotype file {path}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise GenotypeError(f"genotype file {path}: nested too deeply to be a genotype") from None
         try:
             return cls.from_dict(data)
         except GenotypeError as e:
@@ -129,31 +143,50 @@ class Genotype:
     def validate(self):
         if not isinstance(self.cells, list) or not self.cells:
             raise GenotypeError("genotype field 'cells': must be a non-empty list of cells")
+        if len(self.cells) > LIMITS["cells"]:
+            raise GenotypeError(f"genotype field 'cells': {len(self.cells)} cells, at most "
+                                f"{LIMITS['cells']} are supported")
         for s, cell in enumerate(self.cells):
             if not isinstance(cell, list) or not cell:
                 raise GenotypeError(f"genotype field 'cells[{s}]': must be a non-empty list of modules")
+            if len(cell) > LIMITS["columns"]:
+                raise GenotypeError(f"genotype field 'cells[{s}]': {len(cell)} columns, at most "
+                                    f"{LIMITS['columns']} are supported")
             for c, module in enumerate(cell):
-                if module not in CANDIDATES:
+                if not isinstance(module, str) or module not in CANDIDATES:
                     raise GenotypeError(
                         f"genotype field 'cells[{s}][{c}]': unknown module {module!r} "
                         f"(expected one of {', '.join(CANDIDATES)})"
                     )
-        if self.image_channels not in (1, 3):
+        if not _is_int(self.image_channels) or self.image_channels not in (1, 3):
             raise GenotypeError(
                 f"genotype field 'image_channels': must be 1 or 3, got {self.image_channels!r}"
             )
         for name in ("base_width", "stem_planes", "stem_blocks"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise GenotypeError(f"genotype field '{name}': must be a positive integer, got {value!r}")
+            if not _is_int(value) or not 1 <= value <= LIMITS[name]:
+                raise GenotypeError(f"genotype field '{name}': must be an integer from 1 to "
+                                    f"{LIMITS[name]}, got {value!r}")
+        if self.base_width * 2 ** len(self.cells) > MAX_WIDTH:
+            raise GenotypeError(f"genotype field 'base_width': {self.base_width} x 2**{len(self.cells)} "
+                                f"cells is wider than {MAX_WIDTH} channels")
+        if not isinstance(self.residual, bool):
+            raise GenotypeError(f"genotype field 'residual': must be true or false, got {self.residual!r}")
+        if self.task not in TASKS:
+            raise GenotypeError(f"genotype field 'task': must be one of {', '.join(TASKS)}, got {self.task!r}")
+        for name in ("search", "data"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), dict):
+                raise GenotypeError(f"genotype field '{name}': must be an object or null")
         if self.weights is not None:
             shape = [len(c) for c in self.cells]
-            if [len(w) for w in self.weights] != shape or any(
-                len(pair) != len(CANDIDATES) for w in self.weights for pair in w
-            ):
+            if not isinstance(self.weights, list) or not all(
+                    isinstance(w, list) and all(isinstance(p, list) for p in w) for w in self.weights) or (
+                    [len(w) for w in self.weights] != shape) or any(
+                    len(pair) != len(CANDIDATES) or not all(_is_number(x) for x in pair)
+                    for w in self.weights for pair in w):
                 raise GenotypeError(
-                    f"genotype field 'weights': must hold a (w_parallel, w_fusion) pair for each "
-                    f"column of each cell ({shape} columns)"
+                    f"genotype field 'weights': must hold a (w_parallel, w_fusion) pair of numbers "
+                    f"for each column of each cell ({shape} columns)"
                 )
 
     def columns(self):
@@ -199,6 +232,18 @@ class Genotype:
     def save(self, path):
         """Write JSON atomically (temp file + rename): never a half-written file."""
         files.write_json(path, self.to_dict())
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_list(value):
+    return isinstance(value, list) and all(_is_int(v) for v in value)
 
 
 def derive(model, config: SupernetConfig, **fields) -> Genotype:

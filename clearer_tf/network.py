@@ -46,8 +46,9 @@ class PadToMultiple(layers.Layer):
         # reflect padding needs pad < size; tile-free two-step for tiny images is not needed
         padded = ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect")
         # A pad by computed amounts loses the static channel count in TF graphs; restore it
-        # (TFLite convolutions need it).
-        return ops.reshape(padded, (-1, shape[1] + pad_h, shape[2] + pad_w, x.shape[-1]))
+        # (TFLite convolutions need it). The batch is spelled out, not -1: a wrong channel
+        # count must fail here, not turn into more images (also in TFLite, which drops asserts).
+        return ops.reshape(padded, (shape[0], shape[1] + pad_h, shape[2] + pad_w, x.shape[-1]))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], None, None, input_shape[3])

@@ -22,6 +22,7 @@ import os
 
 from clearer_tf.export import WEIGHTS_COLLECTION
 from clearer_tf.genotype import Genotype
+from clearer_tf.tiling import DEFAULT_OVERLAP
 
 ROOT_ENV = "CLEARER_MODELS"
 CARD_FILE = "card.json"
@@ -42,8 +43,16 @@ def list_pretrained(root=None) -> list:
     return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, CARD_FILE)))
 
 
+def check_name(name, what="model name"):
+    """ValueError unless `name` is a plain folder name (no path: models live in the root)."""
+    if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or os.sep in name:
+        raise ValueError(f"{what} must be a plain folder name such as 'denoise-gray-sigma50-interim' "
+                         f"(see list_pretrained()), got {name!r}")
+
+
 def model_dir(name, root=None) -> str:
     """`<root>/<name>`; ValueError naming the known models if there is no such model."""
+    check_name(name)
     folder = os.path.join(models_root(root), name)
     if not os.path.isfile(os.path.join(folder, CARD_FILE)):
         known = ", ".join(list_pretrained(root)) or "none"
@@ -100,8 +109,12 @@ def load_saved_model_weights(model, saved_model_dir):
     """
     import tensorflow as tf
 
-    with open(os.path.join(saved_model_dir, "assets.extra", "clearer.json"), encoding="utf-8") as f:
-        paths = json.load(f).get(WEIGHTS_COLLECTION)
+    record = os.path.join(saved_model_dir, "assets.extra", "clearer.json")
+    try:
+        with open(record, encoding="utf-8") as f:
+            paths = json.load(f).get(WEIGHTS_COLLECTION)
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{record}: unreadable export metadata ({type(e).__name__})") from None
     if paths is None:
         raise ValueError(f"{saved_model_dir}: exported without the {WEIGHTS_COLLECTION} collection")
     weights = model.weights
@@ -125,7 +138,8 @@ def load_saved_model_weights(model, saved_model_dir):
         variable.assign(value)
 
 
-def load_pretrained(name, version=None, root=None, with_padding=False):
+def load_pretrained(name, version=None, root=None, with_padding=False, tile="auto",
+                    tile_overlap=DEFAULT_OVERLAP):
     """A shipped model as a Keras model with its trained weights.
 
     Args:
@@ -135,6 +149,9 @@ def load_pretrained(name, version=None, root=None, with_padding=False):
         with_padding: wrap it (`network.with_padding`) so any image size is accepted;
             the plain network needs sizes that are multiples of 2**cells (fine for training
             patches).
+        tile, tile_overlap: with `with_padding`, `model.predict` checks its input
+            (`clearer_tf.inputs`) and restores large images in overlapping tiles
+            (`clearer_tf.tiling`; "auto": 512x512 tiles above 1 megapixel, 0: never).
 
     Example:
     >>> model = load_pretrained("denoise-gray-sigma50-interim")
@@ -146,4 +163,22 @@ def load_pretrained(name, version=None, root=None, with_padding=False):
     folder = model_dir(name, root)
     model = network.build_network(Genotype.load(os.path.join(folder, GENOTYPE_FILE)), name=name)
     load_saved_model_weights(model, saved_model_version(folder, version))
-    return network.with_padding(model) if with_padding else model
+    if not with_padding:
+        return model
+    return tiled_predict(network.with_padding(model), tile, tile_overlap)
+
+
+def tiled_predict(model, tile="auto", overlap=DEFAULT_OVERLAP):
+    """`model` whose `predict(x)` checks `x` and restores it tile by tile above the tile size
+    (other `predict` arguments are passed on per tile)."""
+    from clearer_tf.evaluation import guarded
+
+    whole = model.predict
+
+    def predict(x, *args, **kwargs):
+        kwargs.setdefault("verbose", 0)
+        return guarded(lambda images: whole(images, *args, **kwargs), model.input_shape[-1],
+                       tile, overlap)(x)
+
+    model.predict = predict
+    return model

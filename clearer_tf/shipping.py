@@ -38,6 +38,18 @@ def _read_json(path, what):
         raise ValueError(f"{what} {path}: not valid JSON ({e})") from None
 
 
+def read_evaluation(summary):
+    """An `evaluate.py` summary (a dict or its `summary.json` path), checked: ValueError
+    naming the file unless it has the mean PSNR, SSIM and input PSNR."""
+    data = summary if isinstance(summary, dict) else _read_json(summary, "evaluation summary")
+    mean = data.get("mean") if isinstance(data, dict) else None
+    if not isinstance(mean, dict) or not all(
+            isinstance(mean.get(k), (int, float)) for k in ("psnr", "ssim", "input_psnr")):
+        raise ValueError(f"evaluation summary {summary if not isinstance(summary, dict) else '(dict)'}: "
+                         "not an evaluate.py summary.json (needs mean psnr, ssim and input_psnr)")
+    return data
+
+
 def _protocol_label(summary) -> str:
     config = summary.get("config", {})
     label = "x8 ensemble" if config.get("ensemble") else "single pass"
@@ -232,7 +244,7 @@ def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_
         raise ValueError(f"weights {weights}: not found")
     if check_item is None:
         raise ValueError("check_item: give one test image for the self-check")
-    evaluations = [e if isinstance(e, dict) else _read_json(e, "evaluation summary") for e in evaluations]
+    evaluations = [read_evaluation(e) for e in evaluations]
     target = os.path.join(os.fspath(root), name)
     if os.path.exists(target) and not overwrite:
         raise FileExistsError(f"{target} already exists (use --overwrite)")

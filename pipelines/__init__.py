@@ -1,5 +1,10 @@
 """tf.data input pipelines on real image folders (denoising and deraining)."""
 
+from clearer_tf.quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before pipelines.noise imports TensorFlow
+# isort: split
+
 from pipelines.errors import DataError
 from pipelines.images import IMAGE_EXTENSIONS, clear_cache, list_images, load_images, read_image
 from pipelines.noise import GaussianNoise

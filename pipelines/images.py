@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -23,6 +24,17 @@ def check_channels(channels, argument: str = "channels") -> int:
     return int(channels)
 
 
+class BrokenLinkWarning(UserWarning):
+    """A data folder holds image links that lead nowhere (skipped)."""
+
+
+def _resolves(path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a symlink loop (ELOOP) on some Python versions
+        return False
+
+
 def list_images(folder) -> list[pathlib.Path]:
     """Image files (png/jpg/jpeg/bmp/tif/tiff) in `folder`, sorted by name; not recursive."""
     folder = pathlib.Path(folder)
@@ -30,9 +42,13 @@ def list_images(folder) -> list[pathlib.Path]:
         raise DataError(f"{folder}: folder does not exist")
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    entries = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    broken = [p.name for p in entries if p.is_symlink() and not _resolves(p)]
+    if broken:
+        warnings.warn(f"{folder}: skipping {len(broken)} broken link(s) (dangling or a loop): "
+                      f"{', '.join(broken[:8])}{' ...' if len(broken) > 8 else ''}",
+                      BrokenLinkWarning, stacklevel=2)
+    files = [p for p in entries if p.is_file()]
     if not files:
         raise DataError(f"{folder}: no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) found")
     return files

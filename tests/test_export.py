@@ -12,6 +12,7 @@ import tensorflow as tf
 from clearer_tf.export import build_serving_model, export, tflite_predictor
 from clearer_tf.genotype import Genotype
 from clearer_tf.network import build_network
+from net_helpers import randomise
 from pipelines.tasks import load_eval_items
 
 TINY = Genotype.from_string("F / P / F", base_width=4, stem_planes=4, stem_blocks=1)
@@ -19,19 +20,7 @@ TINY = Genotype.from_string("F / P / F", base_width=4, stem_planes=4, stem_block
 
 def randomised_weights(path):
     """A network with weights of realistic scale (fresh ones are N(0, 0.001): output ~ 0)."""
-    model = build_network(TINY)
-    rng = np.random.default_rng(0)
-    for v in model.weights:
-        shape, name = tuple(v.shape), v.path
-        if "moving_variance" in name:
-            value = rng.uniform(0.5, 1.5, shape)
-        elif "moving_mean" in name or "beta" in name:
-            value = rng.normal(0, 0.1, shape)
-        elif "gamma" in name:
-            value = rng.uniform(0.8, 1.2, shape)
-        else:  # conv kernels: He-like scale
-            value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
-        v.assign(value.astype(np.float32))
+    model = randomise(build_network(TINY))
     # Scale the last (linear) conv so the output has an image-like spread (std 0.25).
     x = np.random.default_rng(1).random((1, 64, 64, 1)).astype(np.float32)
     head = model.get_layer("head_conv")

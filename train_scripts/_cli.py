@@ -1,18 +1,29 @@
-"""Shared bits of the command-line scripts: one-line errors, repo on sys.path, data options."""
+"""Shared bits of the command-line scripts: one-line errors, repo on sys.path, data options,
+quiet TensorFlow (`--verbose` shows its C++ start-up block), one-line warnings."""
 
 import argparse
 import os
 import sys
+import tempfile
+import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info/warning lines
+if "--verbose" in sys.argv[1:]:  # decided before anything imports TensorFlow
+    os.environ["CLEARER_VERBOSE"] = "1"
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN CPU kernels (see clearer_tf/__init__.py)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run from a fresh clone without installing
     sys.path.insert(0, REPO_ROOT)
+warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with errors on one line: `<prog>: error: <message>`, exit status 2."""
+    """argparse with errors on one line: `<prog>: error: <message>`, exit status 2, and a
+    `--verbose` flag (TensorFlow's C++ log lines)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--verbose", action="store_true",
+                          help="show TensorFlow's start-up and C++ log lines")
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
@@ -29,6 +40,78 @@ def sigma(text):
     if len(parts) == 2:
         return tuple(parts)
     raise argparse.ArgumentTypeError(f"expected a number or LOW,HIGH, got {text!r}")
+
+
+def tile(text):
+    """`--tile`: `auto` or a non-negative integer (0: no tiles)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer, got {text!r}") from None
+
+
+def check_writable_dir(path, argument="--out"):
+    """ValueError (one line) unless `path` is, or can be made, a writable folder: no file
+    in the way, the nearest existing folder accepts a new file. Creates nothing."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{argument} {path}: a file is in the way (need a folder)")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{argument} {path}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"{argument} {path}: cannot write in {existing} ({e.strerror})") from None
+
+
+def default_eval_out(model_path):
+    """`runs/eval/<model name>`: outside every model folder (a SavedModel version folder is
+    TF Serving's, a shipped folder is tracked by git)."""
+    path = os.path.normpath(os.path.abspath(model_path))
+    name = os.path.basename(path)
+    if name.isdigit():  # saved_models/<name>/<version>
+        name = f"{os.path.basename(os.path.dirname(path))}-v{name}"
+    for suffix in (".keras", ".tflite"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    return os.path.join("runs", "eval", name)
+
+
+def check_search_inputs(task_data, patch_size, out, multiple=8):
+    """search.py, before any work: patch size, images at least a patch, weight and
+    architecture images disjoint, `out` writable. DataError/ValueError on one line."""
+    from pipelines.checks import check_disjoint, check_patch_size, check_patches
+
+    patch_size = check_patch_size(patch_size, multiple)
+    check_patches(task_data.weights_items, patch_size, "weights data")
+    check_patches(task_data.arch_items, patch_size, "architecture data")
+    check_disjoint(task_data.weights_items, task_data.arch_items)
+    check_writable_dir(out)
+
+
+def check_train_inputs(task_data, val_items, patch_size, genotype, out):
+    """train.py, before any work: patch size (a multiple of 2**cells), training images at
+    least a patch, validation images restorable by the network, `out` writable."""
+    from pipelines.checks import check_patch_size, check_patches, check_restorable
+
+    multiple = 2 ** len(genotype.cells)
+    patch_size = check_patch_size(patch_size, multiple)
+    check_patches(task_data.weights_items, patch_size, "training data")
+    check_restorable(val_items, multiple)
+    check_writable_dir(out)
+
+
+def task_from_genotype(task, color, genotype):
+    """(task, color) for train.py: an omitted --task is the genotype's, with its channels."""
+    if task is not None:
+        return task, color
+    return genotype.task, color or (genotype.task == "denoise" and genotype.image_channels == 3)
 
 
 def check_model_name(name):
@@ -68,7 +151,8 @@ def add_task_options(parser, data_help):
     from pipelines.tasks import LAYOUTS, TASKS
 
     group = parser.add_argument_group("task and data")
-    group.add_argument("--task", choices=TASKS, default="denoise", help="default: denoise")
+    group.add_argument("--task", choices=TASKS, default=None,
+                       help="default: denoise (train.py: the genotype's task)")
     group.add_argument("--data", metavar="DIR", help=data_help)
     group.add_argument("--layout", choices=LAYOUTS, default="auto",
                        help="derain folder layout (default: auto: rainy/ + clean/ pairs, else clean images)")

@@ -36,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="saved_models", help="root folder (default: saved_models)")
     p.add_argument("--tflite", nargs="*", choices=KINDS, metavar="KIND",
                    help=f"also TFLite files: any of {', '.join(KINDS)} (no value: all three)")
+    p.add_argument("--sigma", type=_cli.sigma, metavar="S",
+                   help="noise level the weights were trained for, recorded in the export (default: "
+                        "the training summary's; evaluate.py reads it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     return p, p.parse_args(argv)
 
@@ -59,6 +62,7 @@ def main(argv=None):
         if args.version < 1:
             raise ValueError(f"--version must be a positive integer, got {args.version}")
         _cli.check_model_name(args.name)
+        _cli.check_writable_dir(args.out)
         target = os.path.join(args.out, args.name, str(args.version))
         if os.path.exists(target) and not args.overwrite:
             raise ValueError(f"{target} already exists (another --version, or --overwrite)")
@@ -71,9 +75,18 @@ def main(argv=None):
     if args.model_dir and os.path.exists(summary):
         with open(summary, encoding="utf-8") as f:
             metadata = training_metadata(json.load(f))
+    if args.sigma is not None:
+        from pipelines.noise import GaussianNoise
+
+        data = {**(metadata.get("training", {}).get("data") or {}), "task": genotype.task,
+                "degradation": GaussianNoise(args.sigma).describe()}
+        metadata = {"training": {**metadata.get("training", {}), "data": data}}
     tflite = KINDS if args.tflite == [] else tuple(args.tflite or ())
-    paths = export(genotype, weights, args.out, args.name, args.version, tflite,
-                   overwrite=args.overwrite, metadata=metadata)
+    try:  # weights that are no HDF5 file or do not fit the genotype: nothing is written
+        paths = export(genotype, weights, args.out, args.name, args.version, tflite,
+                       overwrite=args.overwrite, metadata=metadata)
+    except ValueError as e:
+        parser.error(str(e))
     for kind, path in paths.items():
         print(f"{kind}: {path} ({_cli.size_mb(path):.2f} MB)")
     return 0

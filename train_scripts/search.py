@@ -106,6 +106,7 @@ def prepare(args):
         args.task, data=args.data, weights_data=args.weights_data, arch_data=args.arch_data,
         sigma=args.sigma, color=args.color, seed=search_config.seed,
     )
+    _cli.check_search_inputs(task_data, search_config.patch_size, out, 2 ** len(supernet_config.columns))  # issue 11
     supernet_config = dataclasses.replace(supernet_config, image_channels=task_data.channels)
     strategy = None
     if args.distribute == "mirrored":

@@ -46,9 +46,11 @@ def main(argv=None):
         _cli.check_model_name(args.name)
         if args.version < 1:
             raise ValueError(f"--version must be a positive integer, got {args.version}")
+        from clearer_tf.shipping import read_evaluation
+
         for path in args.eval:
-            if not os.path.isfile(path):
-                raise ValueError(f"--eval {path}: not found")
+            read_evaluation(path)
+        _cli.check_writable_dir(args.out)
         target = os.path.join(args.out, args.name)
         if os.path.exists(target) and not args.overwrite:
             raise ValueError(f"{target} already exists (--overwrite to replace it)")

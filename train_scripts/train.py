@@ -78,6 +78,7 @@ def prepare(parser, args):
     try:
         check_train_config(config)
         genotype = Genotype.coerce(args.genotype)
+        args.task, args.color = _cli.task_from_genotype(args.task, args.color, genotype)  # issue 11
         if args.task != "denoise" and (args.color or args.sigma is not None):
             raise DataError("--sigma and --color are for --task denoise")
         sigma = 30.0 if args.sigma is None else args.sigma
@@ -97,6 +98,7 @@ def prepare(parser, args):
             raise GenotypeError(
                 f"genotype field 'image_channels' is {genotype.image_channels} but --task "
                 f"{args.task}{' --color' if args.color else ''} has {task_data.channels} channel(s)")
+        _cli.check_train_inputs(task_data, val_items, config.patch_size, genotype, args.out)  # issue 11
     except (ValueError, OSError) as e:  # GenotypeError and DataError are ValueErrors
         parser.error(str(e))
     return genotype, task_data, val_items, config, {"train_data": str(data), "val_data": str(val_data or "split")}
