@@ -93,12 +93,15 @@ def bench_search(args, rng):
         "arch_step": lambda: search.arch_step(ab),
         "search_iteration": lambda: search.step(wb, ab, warmup=False),
     }
+    if args.only == "weight_step":
+        steps = {"weight_step": steps["weight_step"]}
     out = {}
     for key, fn in steps.items():
         out[f"{key}_first_call_s"] = first_call_s(fn)
         out[f"{key}_ms"] = 1e3 * median_time(fn, args.steps, args.warmup)
     out["search_peak_gib"] = peak_memory_gib()
-    out["search_10k_min"] = out["search_iteration_ms"] * 10_000 / 6e4
+    if "search_iteration_ms" in out:
+        out["search_10k_min"] = out["search_iteration_ms"] * 10_000 / 6e4
     return out
 
 
@@ -206,7 +209,8 @@ def main(argv=None):
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
     p.add_argument("--preset", choices=["paper", "quick"], default="paper",
                    help="model sizes (quick: a smoke test of this script)")
-    p.add_argument("--only", choices=["search", "network"], default=None)
+    p.add_argument("--only", choices=["search", "weight_step", "network"], default=None,
+                   help="weight_step: the supernet's weight step alone (CPU comparisons)")
     p.add_argument("--no-jit", action="store_true",
                    help="TensorFlow without XLA (faster on CPUs); JAX always compiles")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -227,7 +231,7 @@ def main(argv=None):
         "xla": keras.backend.backend() == "jax" or not args.no_jit,
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
     }
-    if args.only in (None, "search"):
+    if args.only in (None, "search", "weight_step"):
         result.update(bench_search(args, rng))
     if args.only in (None, "network"):
         result.update(bench_network(args, rng))

@@ -38,42 +38,65 @@ def batch_norm(name=None):
 
 @register
 class BatchNorm(layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` (same variables and config) with cheaper training math.
+    """`keras.layers.BatchNormalization` whose moving variance is updated as PyTorch's.
 
-    Batch statistics in one pass over the input, shifted by the moving mean for accuracy:
-    `d = x - stop_gradient(moving_mean)`, `var = E[d^2] - E[d]^2`; the output is one
-    multiply-add `x * a + b` with `a = gamma / sqrt(var + eps)`, `b = beta - mean * a`.
-    Mathematically the same function (and gradients) as Keras' two-pass `moments` +
-    `batch_normalization`; on the TensorFlow CPU backend the supernet's weight step is
-    measurably faster (see docs/benchmarks.md). Channels-last only; synchronised (multi-replica)
-    BatchNorm falls back to Keras' implementation.
+    Training normalises with the biased batch variance (Keras' two-pass `moments`, as
+    PyTorch), but the moving variance is updated with the unbiased one, times
+    `n / (n - 1)` for `n` values per channel (batch x H x W, all replicas when
+    synchronised), as `torch.nn.BatchNorm2d` and so the authors' code do. Keras' own
+    layer updates it with the biased variance (`unbiased_moving_variance=False`).
+
+    Args:
+        unbiased_moving_variance: PyTorch's update (default) or Keras' (False).
+        **kwargs: `keras.layers.BatchNormalization` arguments.
+
+    Example:
+    >>> bn = BatchNorm(momentum=0.9, epsilon=1e-5)
+    >>> y = bn(x, training=True)  # moving_variance <- 0.9 v + 0.1 var(x, ddof=1)
     """
 
+    def __init__(self, unbiased_moving_variance=True, **kwargs):
+        super().__init__(**kwargs)
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
+
     def call(self, inputs, training=None, mask=None):
-        if self.synchronized or mask is not None or self.axis != len(inputs.shape) - 1:
+        keras_update = not (training and self.trainable) or not self.unbiased_moving_variance
+        if keras_update or mask is not None or self.renorm:
             return super().call(inputs, training=training, mask=mask)
-        x = ops.cast(inputs, "float32")
-        axes = tuple(range(len(x.shape) - 1))
-        moving_mean = ops.cast(self.moving_mean, "float32")
-        moving_variance = ops.cast(self.moving_variance, "float32")
-        if training and self.trainable:
-            shift = ops.stop_gradient(moving_mean)
-            d = x - shift
-            d_mean = ops.mean(d, axis=axes)
-            variance = ops.maximum(ops.mean(ops.square(d), axis=axes) - ops.square(d_mean), 0.0)
-            mean = d_mean + shift
-            m = self.momentum
-            self.moving_mean.assign(moving_mean * m + mean * (1.0 - m))
-            self.moving_variance.assign(moving_variance * m + variance * (1.0 - m))
-        else:
-            mean, variance = moving_mean, moving_variance
-        scale = ops.rsqrt(variance + self.epsilon)
-        if self.scale:
-            scale = scale * ops.cast(self.gamma, "float32")
-        offset = -mean * scale
-        if self.center:
-            offset = offset + ops.cast(self.beta, "float32")
-        return ops.cast(x * scale + offset, self.compute_dtype)
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, None)
+        n = self._replicas()
+        for axis in self._reduction_axes:
+            n = n * ops.shape(x)[axis]
+        n = ops.cast(n, x.dtype)
+        m = self.momentum
+        self.moving_mean.assign(ops.cast(self.moving_mean, x.dtype) * m + mean * (1.0 - m))
+        unbiased = variance * (n / ops.maximum(n - 1.0, 1.0))
+        self.moving_variance.assign(ops.cast(self.moving_variance, x.dtype) * m + unbiased * (1.0 - m))
+        outputs = ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+    def _replicas(self):
+        """Replicas whose batches a synchronised layer pools (TensorFlow's distribution API)."""
+        if not self.synchronized or keras.backend.backend() != "tensorflow":
+            return 1
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        return context.num_replicas_in_sync if context is not None else 1
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(unbiased_moving_variance=self.unbiased_moving_variance)
+        return config
 
 
 def _pad1(x):

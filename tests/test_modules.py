@@ -117,3 +117,90 @@ def test_mixed_column_authors_variant_feeds_fusion_with_parallel_output():
     f = layer.fusion(p, training=False)
     for o, pi, fi in zip(layer(xs, training=False), p, f):
         np.testing.assert_allclose(np.asarray(o), w[0] * np.asarray(pi) + w[1] * np.asarray(fi), atol=1e-6)
+
+
+# BatchNorm against a float64 NumPy reference -------------------------------------------
+
+
+def bn_reference(x, gamma, beta, w, eps=modules.BN_EPSILON):
+    """Float64 train-mode BN (biased variance) of NHWC `x`; gradients of sum(w * y)."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    axes = (0, 1, 2)
+    mean, var = x.mean(axes), x.var(axes)
+    xhat = (x - mean) / np.sqrt(var + eps)
+    y = gamma * xhat + beta
+    dx = gamma / np.sqrt(var + eps) * (w - w.mean(axes) - xhat * (w * xhat).mean(axes))
+    return y, {"x": dx, "gamma": (w * xhat).sum(axes), "beta": w.sum(axes)}
+
+
+def bn_train_call(layer, x, w):
+    """Train-mode output of `layer` and the gradients of sum(w * y) w.r.t. x, gamma, beta."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        def loss(x, gamma, beta):
+            y, _ = layer.stateless_call([gamma, beta], [v.value for v in layer.non_trainable_variables],
+                                        x, training=True)
+            return (y * w).sum(), y
+
+        grads, y = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(x, layer.gamma.value, layer.beta.value)
+    else:
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * w)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    return np.asarray(y), dict(zip(("x", "gamma", "beta"), (np.asarray(g) for g in grads)))
+
+
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_batchnorm_train_outputs_and_gradients_match_float64(offset):
+    """Mean 100x the standard deviation included: a one-pass E[x^2]-E[x]^2 fails this."""
+    rng = np.random.RandomState(0)
+    x = (offset + rng.randn(4, 8, 8, 3)).astype("float32")
+    w = rng.randn(*x.shape).astype("float32")
+    layer = modules.batch_norm()
+    layer.build(x.shape)
+    gamma, beta = rng.uniform(0.5, 2.0, 3).astype("float32"), rng.randn(3).astype("float32")
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
+    y, grads = bn_train_call(layer, x, w)
+    y_ref, grads_ref = bn_reference(x, gamma, beta, w)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    for key, ref in grads_ref.items():
+        scale = np.abs(ref).max()
+        np.testing.assert_allclose(grads[key], ref, atol=1e-4 * scale, err_msg=key)
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_batchnorm_moving_statistics_match_pytorch_update(unbiased):
+    """torch: running_var <- (1 - 0.1) v + 0.1 var(ddof=1) (n = batch x H x W); Keras: ddof=0."""
+    rng = np.random.RandomState(1)
+    batches = [(3.0 + 2.0 * rng.randn(2, 5, 3, 4)).astype("float32") for _ in range(3)]
+    layer = modules.BatchNorm(momentum=modules.BN_MOMENTUM, epsilon=modules.BN_EPSILON,
+                              unbiased_moving_variance=unbiased)
+    mean, var = np.zeros(4), np.ones(4)
+    for x in batches:
+        layer(x, training=True)
+        x64 = x.astype(np.float64)
+        mean = 0.9 * mean + 0.1 * x64.mean((0, 1, 2))
+        var = 0.9 * var + 0.1 * x64.var((0, 1, 2), ddof=1 if unbiased else 0)
+    np.testing.assert_allclose(np.asarray(layer.moving_mean), mean, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer.moving_variance), var, rtol=1e-5)
+    # inference uses the moving statistics
+    x = batches[0]
+    expected = (x - mean) / np.sqrt(var + modules.BN_EPSILON)
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_round_trip_keeps_update_rule():
+    x = np.random.RandomState(2).rand(2, 4, 4, 3).astype("float32")
+    run_layer_test(modules.BatchNorm(unbiased_moving_variance=False), x, x.shape, 6)
+    layer = modules.batch_norm()
+    run_layer_test(layer, x, x.shape, 6)
+    assert layer.get_config()["unbiased_moving_variance"] is True

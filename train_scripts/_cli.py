@@ -17,13 +17,29 @@ warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with errors on one line: `<prog>: error: <message>`, exit status 2, and a
-    `--verbose` flag (TensorFlow's C++ log lines)."""
+    """argparse with errors on one line: `<prog>: error: <message>`, exit status 2, a
+    `--verbose` flag (TensorFlow's C++ log lines), and `--compile-cache DIR` /
+    `--no-compile-cache` (JAX's persistent compilation cache, `clearer_tf.compile_cache`),
+    applied as the arguments are parsed.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.add_argument("--verbose", action="store_true",
                           help="show TensorFlow's start-up and C++ log lines")
+        group = self.add_argument_group("JAX compilation cache (KERAS_BACKEND=jax only)")
+        group = group.add_mutually_exclusive_group()
+        group.add_argument("--compile-cache", metavar="DIR", default=None,
+                           help="default: $JAX_COMPILATION_CACHE_DIR, else $CLEARER_JAX_CACHE, "
+                                "else ~/.cache/clearer-tf/jax")
+        group.add_argument("--no-compile-cache", action="store_true", help="compile from scratch")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args, rest = super().parse_known_args(args, namespace)
+        from clearer_tf import compile_cache
+
+        compile_cache.enable(args.compile_cache, enabled=not args.no_compile_cache)
+        return args, rest
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
