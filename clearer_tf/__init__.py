@@ -11,11 +11,12 @@ from clearer_tf.quiet import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()  # no C++ start-up block unless CLEARER_VERBOSE=1
 
-
+from clearer_tf import schedules  # noqa: E402,F401  (registers Rewarmup: saved models load anywhere)
 from clearer_tf.genotype import Genotype  # noqa: E402
 from clearer_tf.network import build_network  # noqa: E402
 from clearer_tf.pretrained import list_pretrained, load_pretrained  # noqa: E402
+from clearer_tf.search import SupernetSearch  # noqa: E402
 from clearer_tf.supernet import build_supernet  # noqa: E402
 
-__all__ = ["Genotype", "build_network", "build_supernet", "list_pretrained", "load_pretrained"]
+__all__ = ["Genotype", "SupernetSearch", "build_network", "build_supernet", "list_pretrained", "load_pretrained"]
 __version__ = "0.1.0"

@@ -108,6 +108,8 @@ class SearchConfig:
     cost: str = "params"  # a name in clearer_tf.complexity.COST_MEASURES
     loss: str = "mse"  # L_res, a name in clearer_tf.losses.RESTORATION_LOSSES
     seed: int = 0
+    # one Keras epoch = one log period (`iterations` must be a multiple); a backup every
+    # `checkpoint_every` iterations (a multiple of `log_every`) and at the end
     log_every: int = 50
     checkpoint_every: int = 500
     jit_compile: bool | str = "auto"  # True, False, or "auto" (see resolve_jit)
@@ -144,6 +146,12 @@ class TrainConfig:
     time_limit: float | None = None
     # (first, last) batch of the first epoch to trace with the profiler into tensorboard/
     profile_batches: tuple | None = None
+    # Warm start from model weights alone (a `.weights.h5` of this network, no optimizer state):
+    # begin at iteration `init_step` of the cosine schedule (a multiple of `validate_every`), the
+    # learning rate ramped linearly from 0 to the schedule's value over `rewarmup` iterations.
+    init_weights: str | None = None
+    init_step: int = 0
+    rewarmup: int = 500
 
 
 @dataclass

@@ -130,7 +130,9 @@ def build_supernet(image_channels=1, config: SupernetConfig | None = None, **opt
     def make_column(widths, cell, column):
         return MixedColumn(widths, fusion_input=config.fusion_input, name=column_name(cell, column))
 
-    return build_backbone(config, make_column, name="clearer_supernet")
+    model = build_backbone(config, make_column, name="clearer_supernet")
+    model.supernet_config = config  # what SupernetSearch and the genotype derivation read
+    return model
 
 
 def mixed_columns(model):

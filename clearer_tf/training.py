@@ -9,35 +9,49 @@ Model selection: every `validate_every` steps (one Keras "epoch") the whole vali
 images are restored (reflect-padded to a multiple of 2**cells, `with_padding`) and their
 mean PSNR decides the best checkpoint. The validation images are not the test set.
 
-Files in `out_dir`: `best.weights.h5`, `last.weights.h5` (written atomically),
-`backup/` (`keras.callbacks.BackupAndRestore`: a killed run resumes where the last
-validation left it; deleted when training finishes, kept by a run that stops early at
-`stop_after` so that the next run continues the same schedule), `tensorboard/`, `validation.json`
-(one row per validation), `genotype.json`, and at the end `model.keras` (the network
-with the best weights) and `train_summary.json`.
+Files in `out_dir`: `run.json` (the configuration; finished or not: a different
+configuration, or a finished run without `overwrite`, is refused before anything is written),
+`best.weights.h5`, `last.weights.h5` (written atomically), `backup/` (`callbacks.Backup`: a killed
+run resumes at its last validation and ends exactly as an uninterrupted one; deleted when
+training finishes, kept by a run that stops early at `stop_after` or `time_limit` so that the
+next run continues the same schedule), `tensorboard/`, `timing.json` (time to the first step,
+steady step time), `validation.json` (one row per validation), `genotype.json`, and at the end
+`model.keras` (the network with the best weights) and `train_summary.json`.
+
+Warm start (`init_weights`, `init_step`, `rewarmup`): the network's weights from a file (no
+optimizer state), the schedule entered at iteration `init_step` with the learning rate ramped
+from 0 over `rewarmup` iterations (`schedules.Rewarmup`).
 
 Runs on the TensorFlow and JAX backends (tf.data feeds both).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import time
-import warnings
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
 from clearer_tf import device, files
+from clearer_tf.callbacks import (Backup, RunRecord, StepClock, TensorBoard, TimeLimit, WallClock, is_first_process,
+                                  jsonable, process_seconds, read_backup)
 from clearer_tf.evaluation import degrade_items, keras_predictor
 from clearer_tf.genotype import Genotype
 from clearer_tf.metrics import PSNRMetric, psnr
 from clearer_tf.network import build_network
 from clearer_tf.presets import TrainConfig, resolve_jit
+from clearer_tf.schedules import Rewarmup
+
+RUNTIME_FIELDS = ("stop_after", "time_limit", "profile_batches", "jit_compile", "init_weights")
+"""TrainConfig fields that may differ when a run is continued (`init_weights`: where the file lies)."""
+DATA_PATH_FIELDS = ("data", "weights_data", "arch_data", "train_data", "val_data")
+__all__ = ["CheckpointAndLog", "StepClock", "TimeLimit", "TrainResult", "ValidationPSNR", "check_train_config",
+           "compile_network", "make_optimizer", "process_seconds", "train_network"]
 
 VALIDATION_PROTOCOL = (
     "whole images, degraded once with a fixed seed (deterministic noise), reflect-padded "
@@ -84,16 +98,33 @@ def check_train_config(config: TrainConfig) -> None:
         )
     if not config.grad_clip > 0:
         raise ValueError(f"grad_clip must be > 0, got {config.grad_clip}")
+    if config.init_weights is None and config.init_step:
+        raise ValueError("--init-step needs --init-weights")
+    if not isinstance(config.init_step, int) or not 0 <= config.init_step < config.iterations \
+            or config.init_step % config.validate_every:
+        raise ValueError(
+            f"--init-step must be a multiple of --validate-every ({config.validate_every}) between 0 and "
+            f"--iterations ({config.iterations}), got {config.init_step!r}"
+        )
+    if config.stop_after is not None and config.stop_after <= config.init_step:
+        raise ValueError(f"--stop-after ({config.stop_after}) must be after --init-step ({config.init_step})")
+    if not isinstance(config.rewarmup, int) or config.rewarmup < 0:
+        raise ValueError(f"--rewarmup must be an integer >= 0, got {config.rewarmup!r}")
+    if config.init_weights is not None and not os.path.isfile(config.init_weights):
+        raise ValueError(f"--init-weights {config.init_weights}: file not found")
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     """Adam, cosine decay `learning_rate` -> `learning_rate_min` over `iterations` steps,
-    global-norm gradient clipping at `grad_clip`."""
+    global-norm gradient clipping at `grad_clip`; a warm start (`init_weights`) ramps the
+    learning rate up again over `rewarmup` steps after `init_step`."""
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate,
         decay_steps=config.iterations,
         alpha=config.learning_rate_min / config.learning_rate,
     )
+    if config.init_weights is not None and config.rewarmup:
+        schedule = Rewarmup(schedule, config.init_step, config.rewarmup)
     return keras.optimizers.Adam(learning_rate=schedule, global_clipnorm=config.grad_clip)
 
 
@@ -147,32 +178,27 @@ class ValidationPSNR(keras.callbacks.Callback):
 class CheckpointAndLog(keras.callbacks.Callback):
     """After each validation: last weights, best weights (by `val_psnr`), `validation.json`.
 
-    All three are written atomically. `rows` are earlier validations (a resumed run);
-    each row's `seconds` is the wall time of training so far, earlier runs included.
+    All three are written atomically. `rows` are earlier validations (a resumed run); each
+    row's `seconds` is the wall time of training so far (`clock`, earlier runs included).
     """
 
-    def __init__(self, out_dir, steps_per_epoch, rows=()):
+    def __init__(self, out_dir, steps_per_epoch, rows=(), clock=None, write=True):
         super().__init__()
-        self.out_dir = os.fspath(out_dir)
+        self.out_dir, self.write = os.fspath(out_dir), write
         self.steps_per_epoch = steps_per_epoch
         self.rows = list(rows)
         self.best = max((r["val_psnr"] for r in self.rows), default=-np.inf)
-        self.earlier_seconds = float(self.rows[-1].get("seconds", 0.0)) if self.rows else 0.0
-        self.start = time.time()
-
-    def on_train_begin(self, logs=None):
-        self.start = time.time()
-
-    @property
-    def seconds(self):
-        return self.earlier_seconds + time.time() - self.start
+        self.clock = clock or WallClock(float(self.rows[-1].get("seconds", 0.0)) if self.rows else 0.0)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         row = {"epoch": epoch, "step": (epoch + 1) * self.steps_per_epoch,
-               "seconds": round(self.seconds, 1)}
+               "seconds": round(self.clock.seconds, 1)}
         row.update({k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if not self.write:  # not the first process of a multi-process run
+            self.rows.append(row)
+            return
         files.save_weights(self.model, os.path.join(self.out_dir, "last.weights.h5"))
         if row.get("val_psnr", -np.inf) > self.best:
             self.best = row["val_psnr"]
@@ -180,72 +206,6 @@ class CheckpointAndLog(keras.callbacks.Callback):
             row["best"] = True
         self.rows.append(row)
         files.write_json(os.path.join(self.out_dir, "validation.json"), self.rows)
-
-
-def process_seconds() -> float:
-    """Seconds since this process started (Linux `/proc`; else since this module loaded)."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-        return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time() - _LOADED
-
-
-_LOADED = time.time()
-
-
-class StepClock(keras.callbacks.Callback):
-    """Time to the first executed step and the steady step time, written to `path` (JSON).
-
-    `first_step_s`: process start to the end of the first step of this run (imports, data,
-    compilation included). `step_ms`: mean over `window` steps after `skip` more, in the first
-    epoch of this run. Runs on Keras' asynchronous callback thread (the logs it receives are
-    already fetched, so the clock reads when each step has finished).
-    """
-
-    async_safe = True
-
-    def __init__(self, path, skip=50, window=1000):
-        super().__init__()
-        self.path, self.skip, self.window = path, skip, window
-        self.timing, self._marks, self._epochs = {}, {}, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._epochs or batch not in (0, self.skip, self.skip + self.window):
-            return
-        self._marks[batch] = time.perf_counter()
-        if batch == 0:
-            self.timing["first_step_s"] = round(process_seconds(), 2)
-        elif batch == self.skip + self.window:
-            self.timing["step_ms"] = round(1e3 * (self._marks[batch] - self._marks[self.skip]) / self.window, 3)
-            self.timing["step_ms_window"] = self.window
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self._epochs and self.timing:
-            self.timing["device"] = device.describe()
-            files.write_json(self.path, self.timing)
-        self._epochs += 1
-
-
-class TimeLimit(keras.callbacks.Callback):
-    """Stops after the last epoch (validation period) that ends within `seconds` of `start`,
-    judging the next epoch's length by the one just ended (the first, which compiles, is the
-    longest, so the estimate errs on the safe side only there)."""
-
-    def __init__(self, seconds, start=None):
-        super().__init__()
-        self.seconds, self.start = seconds, time.time() if start is None else start
-        self._last = self.start
-        self.stopped = False
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.time()
-        length, self._last = now - self._last, now
-        if now + length - self.start > self.seconds:
-            self.model.stop_training = self.stopped = True
 
 
 @dataclass
@@ -256,24 +216,6 @@ class TrainResult:
     summary: dict
 
 
-def _tensorboard(log_dir, profile_batch=0):
-    """The TensorBoard callback, or none (with a warning) if `tensorboard` is not installed."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        warnings.warn("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
-        return []
-    return [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=profile_batch)]
-
-
-def _backup_epoch(backup_dir) -> int:
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path, encoding="utf-8") as f:
-        return int(json.load(f)["epoch"])
-
-
 def _earlier_rows(out_dir, initial_epoch):
     path = os.path.join(out_dir, "validation.json")
     if not initial_epoch or not os.path.exists(path):
@@ -282,22 +224,39 @@ def _earlier_rows(out_dir, initial_epoch):
         return [r for r in json.load(f) if r["epoch"] < initial_epoch]
 
 
+def train_run_config(genotype, task_data, config: TrainConfig, val_items) -> dict:
+    """What a continued training must share with the run it continues (`run.json`)."""
+    g = genotype.to_dict()
+    return jsonable({
+        "train": {k: v for k, v in dataclasses.asdict(config).items() if k not in RUNTIME_FIELDS},
+        "genotype": {k: g[k] for k in ("cells", "image_channels", "base_width", "stem_planes", "stem_blocks",
+                                       "residual")},
+        "task": task_data.task,
+        "data": {k: v for k, v in dict(task_data.description).items() if k not in DATA_PATH_FIELDS},
+        "validation_images": [item[0] for item in val_items],
+    })
+
+
 def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_items=None,
-                  resume=True, verbose=1, callbacks=()) -> TrainResult:
-    """Trains `build_network(genotype)` from scratch with `model.fit` and selects on validation.
+                  resume=True, overwrite=False, verbose=1, callbacks=(), strategy=None) -> TrainResult:
+    """Trains `build_network(genotype)` with `model.fit` and selects on validation.
 
     Args:
         genotype: a `Genotype`, its dict or a `genotype.json` path.
         task_data: `pipelines.tasks.TaskData`; training patches come from its
             `weights_items`, degraded by its `degradation` (clean-only items).
         train_config: `TrainConfig` (iterations, batch/patch size, learning rates,
-            clipping, `validate_every`, seed, jit_compile).
+            clipping, `validate_every`, seed, jit_compile, stop/time limits, warm start).
         out_dir: output folder (see the module docstring for its files).
         val_items: validation images, `(name, clean)` or `(name, degraded, clean)`;
             default `task_data.arch_items` (images held out from training).
-        resume: continue from `out_dir/backup` if present; False starts afresh.
+        resume: continue an unfinished run in `out_dir` (same configuration required);
+            False starts afresh.
+        overwrite: start afresh even if `out_dir` holds a finished run.
         verbose: `model.fit` verbosity (1: progress bar).
         callbacks: extra Keras callbacks.
+        strategy: a `tf.distribute.MirroredStrategy` (TensorFlow); on JAX set a
+            `keras.distribution` before calling instead.
 
     Returns:
         `TrainResult(model, summary)`; the model holds the best validation weights.
@@ -309,9 +268,10 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
     >>> result = train_network("genotype.json", data, quick().train, "runs/train", val)
     """
     from pipelines.streams import training_stream  # tf.data; imported late to keep import light
-    from pipelines.noise import name_seed
 
-    check_train_config(train_config)
+    started = time.time()
+    config = train_config
+    check_train_config(config)
     genotype = Genotype.coerce(genotype)
     if genotype.image_channels != task_data.channels:
         raise ValueError(
@@ -321,55 +281,51 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
     if val_items is None:
         val_items = task_data.arch_items
     out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    record = RunRecord(out_dir, train_run_config(genotype, task_data, config, val_items), what="training")
+    state = record.check(overwrite, resume)  # refuses before anything is written
+    first = is_first_process()
+    if first:
+        record.start(fresh=state != "resume")
     backup_dir = os.path.join(out_dir, "backup")
-    if not resume:
-        shutil.rmtree(backup_dir, ignore_errors=True)
-    initial_epoch = _backup_epoch(backup_dir)
-    config = train_config
+    backup = read_backup(backup_dir)
+    start_epoch = config.init_step // config.validate_every
+    initial_epoch = backup["epoch"] if backup else start_epoch
     epochs = (config.stop_after or config.iterations) // config.validate_every
-    started = time.time()
 
     keras.utils.set_random_seed(config.seed)
-    model = compile_network(build_network(genotype), config)
-    model.optimizer.build(model.trainable_variables)  # no variable creation inside the first trace
-    # A resumed run draws fresh patches instead of replaying the first epochs' batches.
-    stream_seed = config.seed if not initial_epoch else name_seed("resume", config.seed, initial_epoch) % 2**62
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        model = compile_network(build_network(genotype), config)
+        model.optimizer.build(model.trainable_variables)  # no variable creation inside the first trace
+    if config.init_weights is not None and backup is None:
+        model.load_weights(config.init_weights)  # the network only: fresh optimizer moments
+        model.optimizer.iterations.assign(config.init_step)
+    # The stream an uninterrupted run would see from here (resumed runs end bit-identical).
     stream = training_stream(task_data.weights_items, task_data.degradation, config.patch_size,
-                             config.batch_size, seed=stream_seed, augment=True)
+                             config.batch_size, seed=config.seed, augment=True,
+                             start=initial_epoch * config.validate_every)
     validation = ValidationPSNR(val_items, task_data.degradation, seed=0)
-    checkpoint = CheckpointAndLog(out_dir, config.validate_every, _earlier_rows(out_dir, initial_epoch))
-    genotype.save(os.path.join(out_dir, "genotype.json"))
+    clock = WallClock()
+    checkpoint = CheckpointAndLog(out_dir, config.validate_every, _earlier_rows(out_dir, initial_epoch), clock, first)
+    if first:
+        genotype.save(os.path.join(out_dir, "genotype.json"))
 
-    start = time.time()
     model.fit(
         stream,
         steps_per_epoch=config.validate_every,
         epochs=epochs,
+        initial_epoch=start_epoch,  # Backup's restored epoch wins
         shuffle=False,  # the stream shuffles itself (seeded)
-        callbacks=[
-            validation,  # first: later callbacks see val_psnr in the logs
-            checkpoint,
-            # kept when stopping early (`stop_after`, `time_limit`): the next run continues from
-            # it; removed below once the whole schedule is done
-            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
-            *_tensorboard(os.path.join(out_dir, "tensorboard"), config.profile_batches or 0),
-            StepClock(os.path.join(out_dir, "timing.json")),
-            *([TimeLimit(config.time_limit, started)] if config.time_limit else []),
-            *callbacks,
-        ],
-        verbose=verbose,
+        callbacks=training_callbacks(config, out_dir, validation, checkpoint, clock, started, first) + list(callbacks),
+        verbose=verbose if first else 0,
     )
-    seconds = time.time() - start
     rows = checkpoint.rows
     finishes = bool(rows) and rows[-1]["step"] == config.iterations
-    if finishes:
-        shutil.rmtree(backup_dir, ignore_errors=True)
 
     best_path = os.path.join(out_dir, "best.weights.h5")
     if os.path.exists(best_path):
         model.load_weights(best_path)
-    files.save_model(model, os.path.join(out_dir, "model.keras"))
+    if first:
+        files.save_model(model, os.path.join(out_dir, "model.keras"))
     best = max(rows, key=lambda r: r.get("val_psnr", -np.inf)) if rows else None
     summary = {
         "genotype": genotype.short(),
@@ -388,9 +344,11 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
             "last_psnr": rows[-1]["val_psnr"] if rows else None,
         },
         "history": rows,
-        "resumed_from_step": initial_epoch * config.validate_every,
-        "seconds_this_run": round(seconds, 1),
-        "wall_seconds": round(checkpoint.seconds, 1),
+        "resumed_from_step": initial_epoch * config.validate_every if backup else 0,
+        "warm_start": None if config.init_weights is None else {
+            "weights": config.init_weights, "step": config.init_step, "rewarmup": config.rewarmup},
+        "seconds_this_run": round(time.time() - started, 1),
+        "wall_seconds": round(clock.seconds, 1),
         "iterations_done": rows[-1]["step"] if rows else 0,
         "finished": finishes,  # False: stopped early (`stop_after`, `time_limit`), `backup/` continues
         "backend": keras.backend.backend(),
@@ -403,5 +361,23 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
             "validation_log": "validation.json",
         },
     }
-    files.write_json(os.path.join(out_dir, "train_summary.json"), summary)
+    if first:
+        files.write_json(os.path.join(out_dir, "train_summary.json"), summary)
+        if finishes:
+            record.finish(iterations_done=config.iterations)
     return TrainResult(model, summary)
+
+
+def training_callbacks(config, out_dir, validation, checkpoint, clock, started, write=True):
+    """The callbacks of a training run, in order: validation (later ones see `val_psnr`),
+    checkpoints and `validation.json`, backup, wall clock, TensorBoard, step clock, time limit."""
+    stack = [validation, checkpoint]
+    # kept when stopping early (`stop_after`, `time_limit`): the next run continues from it;
+    # removed with `run.json` marked finished once the whole schedule is done
+    stack += [Backup(os.path.join(out_dir, "backup"), clock=clock, write=write), clock]
+    if write:
+        stack += TensorBoard.create(os.path.join(out_dir, "tensorboard"), profile_batch=config.profile_batches or 0)
+        stack.append(StepClock(os.path.join(out_dir, "timing.json")))
+    if config.time_limit:
+        stack.append(TimeLimit(config.time_limit, started))
+    return stack

@@ -66,14 +66,15 @@ def dihedral(image, k):
 
 
 def training_stream(items, degradation=None, patch_size: int = 64, batch_size: int = 32,
-                    seed: int | None = None, augment: bool = True) -> tf.data.Dataset:
+                    seed: int | None = None, augment: bool = True, start: int = 0) -> tf.data.Dataset:
     """Infinite stream of `(degraded, clean)` float32 batches [B, P, P, C].
 
     Each epoch visits the images in a fresh seeded order; every element is a random
     P x P crop with one of the 8 dihedral transforms, identical on input and target
     (they are concatenated on the channel axis, cropped and augmented once, then split).
     For clean-only items `degradation.apply` runs on each batch. The same seed gives the
-    same batches; seed=None draws one at random.
+    same batches; seed=None draws one at random. `start` skips that many batches cheaply (the
+    stream a resumed run continues with: the same batches as `.skip(start)`, none computed).
     """
     if int(patch_size) < 1 or int(batch_size) < 1:
         raise DataError(
@@ -112,7 +113,9 @@ def training_stream(items, degradation=None, patch_size: int = 64, batch_size: i
 
     # Shuffle + repeat as one seeded permutation per epoch: a full-size shuffle buffer that
     # does not depend on TF's global seed.
-    ds = tf.data.Dataset.counter().map(epoch_order).unbatch().enumerate()
+    first_epoch, offset = divmod(int(start) * batch_size, count)
+    ds = tf.data.Dataset.counter(first_epoch).map(epoch_order).unbatch()
+    ds = ds.enumerate(first_epoch * count).skip(offset)
     ds = ds.map(patch, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     if not paired:
@@ -120,7 +123,7 @@ def training_stream(items, degradation=None, patch_size: int = 64, batch_size: i
             seed_pair = tf.stack([tf.constant(degrade_seed, tf.int64), step])
             return degradation.apply(clean, seed=seed_pair), clean
 
-        ds = ds.enumerate().map(degrade, num_parallel_calls=AUTOTUNE)
+        ds = ds.enumerate(start=int(start)).map(degrade, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 
@@ -140,19 +143,20 @@ def split_by_image(items, fraction: float = 0.8, seed: int = 0) -> tuple[list, l
 
 
 def search_streams(weights_items, arch_items, degradation=None, patch_size: int = 64,
-                   batch_size: int = 32, seed: int | None = None):
+                   batch_size: int = 32, seed: int | None = None, start: int = 0):
     """Two training streams over disjoint images for the bilevel search.
 
     `tf.data.Dataset.zip((weights_ds, arch_ds))` yields one weight batch and one
-    architecture batch per step. Raises DataError if the two share an image name.
+    architecture batch per step, from batch `start` on. Raises DataError if the two share an
+    image name.
     """
     shared = {item[0] for item in weights_items} & {item[0] for item in arch_items}
     if shared:
         raise DataError(f"weights and architecture data share {len(shared)} image(s): "
                         f"{', '.join(sorted(shared)[:8])}")
     arch_seed = None if seed is None else name_seed("arch", seed) % 2**62
-    weights_ds = training_stream(weights_items, degradation, patch_size, batch_size, seed)
-    arch_ds = training_stream(arch_items, degradation, patch_size, batch_size, arch_seed)
+    weights_ds = training_stream(weights_items, degradation, patch_size, batch_size, seed, start=start)
+    arch_ds = training_stream(arch_items, degradation, patch_size, batch_size, arch_seed, start=start)
     return weights_ds, arch_ds
 
 

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,43 +53,54 @@ def test_bad_input_is_one_line_and_exit_code_2(cli, capsys, tmp_path, monkeypatc
 
 def test_resume_without_checkpoint(cli, capsys, tmp_path):
     line = fails(cli, capsys, ["--task", "denoise", "--resume", str(tmp_path)])
-    assert "no search checkpoint there" in line
+    assert "no search to continue there" in line
 
 
-def _fake_checkpoint(run_dir, supernet_config, search_config, info):
-    """A checkpoint file holding only the metadata `check_resume` reads."""
-    import json
+def _unfinished_run(run_dir, supernet_config, search_config, task_data):
+    """A run folder holding only what the guard reads (`run.json` of an unfinished search)."""
+    from clearer_tf.callbacks import RunRecord
+    from clearer_tf.search.run import run_config, run_info
 
-    from clearer_tf.search import CHECKPOINT_FORMAT, checkpoint_path, run_config
-
-    meta = {"format": CHECKPOINT_FORMAT, "iteration": 100,
-            "config": run_config(supernet_config, search_config, info)}
-    os.makedirs(os.path.dirname(checkpoint_path(run_dir)))
-    np.savez(checkpoint_path(run_dir), __meta__=np.array(json.dumps(meta)))
+    RunRecord(run_dir, run_config(supernet_config, search_config, run_info(task_data)), "search").start(fresh=True)
 
 
 def test_resume_with_another_configuration_names_the_difference(cli, capsys, tmp_path):
     import dataclasses
 
     from clearer_tf.presets import get_preset
-    from clearer_tf.search import run_info
     from pipelines.tasks import load_task_data
 
     preset = get_preset("quick")
     task_data = load_task_data("denoise")
     supernet = dataclasses.replace(preset.supernet, image_channels=1)
-    _fake_checkpoint(tmp_path, supernet, preset.search, run_info(task_data))
+    _unfinished_run(tmp_path, supernet, preset.search, task_data)
+    before = sorted(os.listdir(tmp_path))
     # same options: accepted (prepare only, no search)
     args = cli.build_parser().parse_args(["--task", "denoise", "--preset", "quick", "--resume", str(tmp_path)])
     assert cli.prepare(args)[4] == str(tmp_path)
     line = fails(cli, capsys, ["--task", "denoise", "--preset", "quick", "--iterations", "400",
                                "--resume", str(tmp_path)])
-    assert "different configuration: search.iterations is 300 in the checkpoint, 400 now" in line
+    assert "different configuration: search.iterations is 300 in the run, 400 now" in line
     line = fails(cli, capsys, ["--task", "denoise", "--preset", "quick", "--sigma", "50",
                                "--resume", str(tmp_path)])
-    assert "data.degradation.sigma is 30.0 in the checkpoint, 50.0 now" in line
+    assert "data.degradation.sigma is 30.0 in the run, 50.0 now" in line
     line = fails(cli, capsys, ["--task", "denoise", "--preset", "quick", "--out", str(tmp_path)])
     assert "already holds a search; continue it with --resume" in line
+    line = fails(cli, capsys, ["--task", "denoise", "--preset", "quick", "--resume", str(tmp_path), "--overwrite"])
+    assert "give one" in line
+    args = cli.build_parser().parse_args(["--task", "denoise", "--preset", "quick", "--out", str(tmp_path),
+                                          "--overwrite"])
+    assert cli.prepare(args)[4] == str(tmp_path)  # accepted: the search would start afresh
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_log_period_must_divide_the_iterations(cli, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = fails(cli, capsys, ["--task", "denoise", "--preset", "quick", "--iterations", "310"])
+    assert "--iterations (310) must be a multiple of --log-every (25)" in line
+    line = fails(cli, capsys, ["--task", "denoise", "--distribute", "multihost"])
+    assert "--distribute multihost needs KERAS_BACKEND=jax" in line
+    assert os.listdir(tmp_path) == []
 
 
 def test_script_runs_from_a_fresh_clone_without_install(tmp_path):

@@ -1,12 +1,12 @@
-"""Search a CLEARER architecture (the bilevel search of the paper, Sec. 3.3).
+"""Search a CLEARER architecture (the bilevel search of the paper, Sec. 3.3): `SupernetSearch.fit`.
 
     python train_scripts/search.py --task denoise --preset quick
     python train_scripts/search.py --task derain                  # paper protocol
     python train_scripts/search.py --task denoise --resume runs/search-denoise-20250101-120000
 
-Writes genotype.json, architecture.png, alpha_history.csv/.png, tensorboard/ and
-checkpoint/ into the run directory (--out, default runs/search-<task>-<timestamp>).
---resume continues a killed search from its last checkpoint; give the same options.
+Writes run.json, genotype.json, architecture.png, alpha_history.csv/.png and tensorboard/ into
+the run directory (--out, default runs/search-<task>-<timestamp>), and backup/ while it runs.
+--resume continues a killed search from its last backup; give the same options.
 """
 
 import dataclasses
@@ -19,6 +19,9 @@ import _cli  # noqa: E402  (puts the repo root on sys.path, quiets TensorFlow's 
 
 
 def build_parser():
+    _import_quietly()
+    from clearer_tf import distribute
+
     p = _cli.Parser(prog="search.py", description="CLEARER architecture search (bilevel, differentiable).")
     p.add_argument("--task", required=True, choices=["denoise", "derain"])
     p.add_argument("--preset", default="paper", choices=["paper", "quick"],
@@ -41,18 +44,21 @@ def build_parser():
                         help="BatchNorm in the architecture step: moving (inference, default) or "
                              "batch statistics; moving statistics are never updated there")
     search.add_argument("--seed", type=int)
+    search.add_argument("--log-every", type=int,
+                        help="iterations per log row / Keras epoch (a divisor of --iterations; quick 25, paper 50)")
     net = p.add_argument_group("supernet")
     net.add_argument("--fusion-input", choices=["x", "parallel"],
                      help="x: Eq. 1 of the paper; parallel: as the authors' code")
     net.add_argument("--residual", action="store_true", default=None,
                      help="predict clean = input - output")
+    distribute.add_arguments(p)
     run = p.add_argument_group("run")
-    run.add_argument("--distribute", choices=["none", "mirrored"], default="none",
-                     help="mirrored: tf.distribute.MirroredStrategy over all GPUs (TensorFlow backend)")
     run.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
                      help="no XLA (default: XLA with a GPU or on JAX, none with TensorFlow on a CPU)")
     run.add_argument("--out", help="run directory (default runs/search-<task>-<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the search in RUN_DIR")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in --out even if it holds a search (finished or not)")
     return p
 
 
@@ -67,6 +73,8 @@ def _import_quietly():
         import keras  # noqa: F401
         import tensorflow as tf
 
+        import clearer_tf  # noqa: F401
+
         tf.config.list_physical_devices("GPU")  # "failed call to cuInit" on machines without one
     finally:
         os.dup2(saved, 2)
@@ -79,72 +87,70 @@ def _overrides(args, names):
 
 
 def prepare(args):
-    """Configs, data, strategy and run directory; raises ValueError/DataError on bad input."""
-    from clearer_tf import search as search_lib
+    """Configs, data, devices and run directory; raises ValueError/DataError on bad input.
+
+    Nothing is written: a run folder that cannot take this search is refused here.
+    """
     from clearer_tf.presets import get_preset
+    from clearer_tf.search import run as search_run
+    from clearer_tf.search import validate
     from pipelines.tasks import load_task_data
 
     preset = get_preset(args.preset)
     search_config = dataclasses.replace(
         preset.search,
-        **_overrides(args, ["iterations", "warmup", "batch_size", "patch_size",
+        **_overrides(args, ["iterations", "warmup", "batch_size", "patch_size", "log_every",
                             "lambda_arch", "lambda_comp", "cost", "seed", "jit_compile",
                             "arch_batchnorm"]),
     )
     supernet_config = dataclasses.replace(preset.supernet, **_overrides(args, ["fusion_input", "residual"]))
-    search_lib.validate(supernet_config, search_config)
+    validate(supernet_config, search_config)
     if args.resume and args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
         raise ValueError("--out and --resume name different folders (a resumed run stays in its folder)")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues a search, --overwrite starts afresh: give one")
     out = args.resume or args.out or os.path.join(
         "runs", f"search-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.resume and not os.path.isfile(search_lib.checkpoint_path(args.resume)):
-        raise ValueError(f"--resume {args.resume}: no search checkpoint there "
-                         f"({search_lib.checkpoint_path(args.resume)} not found)")
-    if not args.resume and os.path.isfile(search_lib.checkpoint_path(out)):
-        raise ValueError(f"--out {out} already holds a search; continue it with --resume {out}")
     task_data = load_task_data(
         args.task, data=args.data, weights_data=args.weights_data, arch_data=args.arch_data,
         sigma=args.sigma, color=args.color, seed=search_config.seed,
     )
     _cli.check_search_inputs(task_data, search_config.patch_size, out, 2 ** len(supernet_config.columns))  # issue 11
     supernet_config = dataclasses.replace(supernet_config, image_channels=task_data.channels)
-    strategy = None
-    if args.distribute == "mirrored":
-        import keras
+    search_run.check_run(out, supernet_config, search_config, task_data, bool(args.resume), args.overwrite)
+    from clearer_tf import distribute
 
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError("--distribute mirrored needs KERAS_BACKEND=tensorflow")
-        import tensorflow as tf
-
-        strategy = tf.distribute.MirroredStrategy()
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    search_lib.validate(supernet_config, search_config, replicas)
-    if args.resume:
-        search_lib.check_resume(out, supernet_config, search_config, search_lib.run_info(task_data))
+    strategy = distribute.from_arguments(args)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else search_run.replicas_in_sync()
+    validate(supernet_config, search_config, replicas)
     return supernet_config, search_config, task_data, strategy, out
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    _import_quietly()
     from pipelines.errors import DataError
 
     try:
         supernet_config, search_config, task_data, strategy, out = prepare(args)
     except (ValueError, DataError) as e:
         parser.error(str(e))
+    from clearer_tf.callbacks import is_first_process
     from clearer_tf.search import run_search
 
-    print(f"search: {args.task}, preset {args.preset}, {search_config.iterations} iterations "
-          f"({search_config.warmup} warm-up), batch {search_config.batch_size} of "
-          f"{search_config.patch_size}x{search_config.patch_size} -> {out}")
-    genotype = run_search(supernet_config, search_config, task_data, out,
-                          resume=bool(args.resume), strategy=strategy)
-    print(f"genotype: {genotype.short()}")
-    print(f"wrote {os.path.join(out, 'genotype.json')}, architecture.png, alpha_history.csv/.png, "
-          f"tensorboard/, checkpoint/")
-    return genotype
+    first = is_first_process()
+    if first:
+        print(f"search: {args.task}, preset {args.preset}, {search_config.iterations} iterations "
+              f"({search_config.warmup} warm-up), batch {search_config.batch_size} of "
+              f"{search_config.patch_size}x{search_config.patch_size}, one epoch = "
+              f"{search_config.log_every} iterations -> {out}")
+    result = run_search(supernet_config, search_config, task_data, out, resume=bool(args.resume),
+                        overwrite=args.overwrite, strategy=strategy)
+    if first:
+        print(f"genotype: {result.genotype.short()}")
+        print(f"wrote {os.path.join(out, 'genotype.json')}, architecture.png, alpha_history.csv/.png, "
+              f"tensorboard/, run.json")
+    return result.genotype
 
 
 if __name__ == "__main__":

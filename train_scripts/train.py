@@ -8,10 +8,13 @@ pairs for derain). Model selection uses `--val-data` (whole images, deterministi
 for grayscale denoising: the bundled Set12 sample); without it, the training folder is split
 by image (`--split-fraction`) and the held-out images validate. Writes into `--out`:
 best/last weights, model.keras, train_summary.json, validation.json, tensorboard/, backup/.
-A killed run started again with the same command resumes from its last validation;
-`--stop-after N` ends a run at iteration N of the schedule on purpose (GPU sessions shorter
-than the training), `--time-limit S` at the last validation that fits in S seconds, and the
-same command with a later N, or none, continues it.
+A killed run started again with the same command resumes from its last validation and ends
+as an uninterrupted one would; another configuration in the same --out is refused, and so is a
+finished run unless --overwrite. `--stop-after N` ends a run at iteration N of the schedule on
+purpose (GPU sessions shorter than the training), `--time-limit S` at the last validation that
+fits in S seconds, and the same command with a later N, or none, continues it.
+`--init-weights FILE --init-step N` starts from a network's weights alone (no optimizer state)
+at iteration N of the schedule, the learning rate ramped up again over `--rewarmup` iterations.
 """
 
 import dataclasses
@@ -23,6 +26,7 @@ import _cli  # noqa: E402  (puts the repo root on sys.path)
 
 
 def parse_args(argv=None):
+    from clearer_tf import distribute
     from clearer_tf.presets import PRESETS
 
     p = _cli.Parser(prog="train.py", description=__doc__.split("\n\n")[0])
@@ -49,20 +53,32 @@ def parse_args(argv=None):
     p.add_argument("--profile", metavar="FIRST,LAST",
                    type=lambda v: tuple(int(x) for x in v.split(",")),
                    help="trace batches FIRST..LAST with the profiler into --out/tensorboard")
+    p.add_argument("--init-weights", metavar="FILE",
+                   help="warm start: the network's weights (a .weights.h5 of this genotype), no optimizer state")
+    p.add_argument("--init-step", type=int, metavar="N",
+                   help="warm start at iteration N of the schedule (a multiple of --validate-every; default 0)")
+    p.add_argument("--rewarmup", type=int, metavar="W",
+                   help="warm start: ramp the learning rate from 0 over W iterations (default 500)")
     p.add_argument("--no-jit", action="store_true", help="no XLA (default: XLA with a GPU or on JAX, none with TensorFlow on a CPU)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", default=True,
                    help="continue from --out/backup if a killed run left one (default)")
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="start afresh")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start afresh, discarding an unfinished run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds a finished run")
+    distribute.add_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p, p.parse_args(argv)
 
 
 def prepare(parser, args):
     """Everything that can fail on bad input, before any training: config, genotype, data."""
+    from clearer_tf import distribute
+    from clearer_tf.callbacks import RunRecord
     from clearer_tf.genotype import Genotype, GenotypeError
     from clearer_tf.presets import get_preset
-    from clearer_tf.training import check_train_config
+    from clearer_tf.training import check_train_config, train_run_config
     from pipelines.errors import DataError
     from pipelines.tasks import load_eval_items, load_task_data, sample_dir
 
@@ -71,7 +87,8 @@ def prepare(parser, args):
         "patch_size": args.patch_size, "validate_every": args.validate_every,
         "learning_rate": args.learning_rate, "seed": args.seed, "stop_after": args.stop_after,
         "time_limit": args.time_limit, "profile_batches": args.profile,
-        "jit_compile": False if args.no_jit else None,
+        "jit_compile": False if args.no_jit else None, "init_weights": args.init_weights,
+        "init_step": args.init_step, "rewarmup": args.rewarmup,
     }
     config = get_preset(args.preset).train
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -99,19 +116,23 @@ def prepare(parser, args):
                 f"genotype field 'image_channels' is {genotype.image_channels} but --task "
                 f"{args.task}{' --color' if args.color else ''} has {task_data.channels} channel(s)")
         _cli.check_train_inputs(task_data, val_items, config.patch_size, genotype, args.out)  # issue 11
+        record = RunRecord(args.out, train_run_config(genotype, task_data, config, val_items), what="training")
+        record.check(args.overwrite, args.resume)  # nothing is written before this
+        strategy = distribute.from_arguments(args)
     except (ValueError, OSError) as e:  # GenotypeError and DataError are ValueErrors
         parser.error(str(e))
-    return genotype, task_data, val_items, config, {"train_data": str(data), "val_data": str(val_data or "split")}
+    where = {"train_data": str(data), "val_data": str(val_data or "split")}
+    return genotype, task_data, val_items, config, where, strategy
 
 
 def main(argv=None):
     parser, args = parse_args(argv)
-    genotype, task_data, val_items, config, where = prepare(parser, args)
+    genotype, task_data, val_items, config, where, strategy = prepare(parser, args)
     from clearer_tf.training import train_network
 
     task_data.description.update(where)
-    result = train_network(genotype, task_data, config, args.out, val_items=val_items,
-                           resume=args.resume, verbose=0 if args.quiet else 1)
+    result = train_network(genotype, task_data, config, args.out, val_items=val_items, resume=args.resume,
+                           overwrite=args.overwrite, verbose=0 if args.quiet else 1, strategy=strategy)
     v = result.summary["validation"]
     print(f"validation PSNR {v['best_psnr']:.2f} dB (best, step {v['best_step']}) vs input "
           f"{v['input_psnr']:.2f} dB; model in {os.path.join(args.out, 'model.keras')}")
