@@ -17,7 +17,8 @@
 # profiler trace of a few steps (profile.tgz), JAX's persistent compilation cache, and XLA's
 # autotune results: loaded from bench/autotune/<GPU>_jaxlib-<version>.textproto when the
 # repository has that file, dumped for the next lease in any case (small.tgz).
-# For a CPU smoke test: PRESET=quick ITERATIONS=120 VALIDATE_EVERY=60 (see tests/test_lease.py).
+# For a CPU smoke test: PRESET=quick ITERATIONS_OVERRIDE=120 VALIDATE_EVERY=60, and STOP_AFTER=N
+# to end the training at step N as a short lease would (see tests/test_lease.py).
 set -u
 PLAN=${PLAN:-.gpuplan}
 DATA=${DATA:-.gpudata}
@@ -69,6 +70,7 @@ EOF
   timeout "$HARD" python train_scripts/train.py --task denoise --sigma "$SIGMA" --genotype "$GENOTYPE" \
     --data "$DATA/BSDS500/train" --val-data "$DATA/Set12" --preset "$PRESET" --iterations "$ITERATIONS" \
     --validate-every "$VALIDATE_EVERY" --time-limit "$LIMIT" --profile "$PROFILE" "${INIT[@]}" \
+    ${STOP_AFTER:+--stop-after "$STOP_AFTER"} \
     --out "$T" --quiet || echo "== train failed or killed at the deadline"
   echo "== train done at $(elapsed)s"
   cat "$T/timing.json" 2>/dev/null; tail -c 400 "$T/validation.json" 2>/dev/null; echo

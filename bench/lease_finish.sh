@@ -13,7 +13,7 @@
 # - a search plan: genotype, alpha history and pictures -> the plan's GENOTYPE_OUT folder.
 # DATA (default ../shared/datasets) holds Set12 and BSDS500. Prints what to commit. For tests,
 # PLAN, RUNS (docs/runs), AUTOTUNE (bench/autotune), TRAINS (runs) and MODELS (saved_models)
-# move everything it writes elsewhere.
+# move everything it writes elsewhere; EVAL_SETS and EVAL_X8=0 make the evaluation shorter.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 FETCHED=${1:?usage: bench/lease_finish.sh FILES_AT [FILES_AT_2]}
@@ -28,7 +28,7 @@ source "$PLAN/plan.env"
 SMALL=$(mktemp -d)
 tar -xzf "$FETCHED/small.tgz" -C "$SMALL"
 read -r GPU JAXLIB < <(sed -n '1s/^== start [^ ]* on \(.*\), jaxlib \([^;]*\);.*/\1 \2/p' "$SMALL/log")
-RUN="$RUNS/$(date -u +%F)-lease-${GPU:-unknown}"
+RUN="$RUNS/$(date -u +%F)-lease-${GPU:-unknown}-${NAME:-bench}${VERSION:+-v$VERSION}"
 mkdir -p "$RUN" "$AUTOTUNE"
 if [ -s "$SMALL/autotune.textproto" ]; then
   mv "$SMALL/autotune.textproto" "$AUTOTUNE/${GPU}_jaxlib-${JAXLIB}.textproto"
@@ -40,7 +40,7 @@ if [ -f "$FETCHED/profile.tgz" ]; then
 fi
 
 if [ "$MODE" = train ]; then
-  TRAIN="$TRAINS/lease-train-$(date -u +%F)"
+  TRAIN="$TRAINS/lease-train-$NAME-v$VERSION"
   mkdir -p "$TRAIN"
   which=last; ls "$FETCHED"/best.weights.h5.part-* >/dev/null 2>&1 && which=best
   cat "$FETCHED/$which".weights.h5.part-* > "$TRAIN/best.weights.h5"
@@ -50,10 +50,13 @@ if [ "$MODE" = train ]; then
     python train_scripts/evaluate.py --model-dir "$TRAIN" --task denoise --sigma "$SIGMA" --data "$DATA/$set" \
       --patches --sheet 0 --out "$out"
   done
-  python train_scripts/evaluate.py --model-dir "$TRAIN" --task denoise --sigma "$SIGMA" --data "$DATA/Set12" \
-    --patches --ensemble --sheet 0 --out "$TRAIN/eval-Set12-x8"
+  if [ "${EVAL_X8:-1}" = 1 ]; then
+    python train_scripts/evaluate.py --model-dir "$TRAIN" --task denoise --sigma "$SIGMA" --data "$DATA/Set12" \
+      --patches --ensemble --sheet 0 --out "$TRAIN/eval-Set12-x8"
+  fi
+  CONTINUES=(); [ -n "${INIT_MODEL:-}" ] && CONTINUES=(--continues "$PLAN/$INIT_MODEL")
   python train_scripts/ship.py --model-dir "$TRAIN" --name "$NAME" --version "$VERSION" --overwrite \
-    --eval "$TRAIN"/eval-*/summary.json --check-data "$DATA/Set12" --out "$MODELS"
+    --eval "$TRAIN"/eval-*/summary.json --check-data "$DATA/Set12" --out "$MODELS" "${CONTINUES[@]}"
   echo "shipped $MODELS/$NAME/$VERSION; run: python -m pytest -q tests/test_pretrained.py"
   echo "then update saved_models/README.md and commit $MODELS/$NAME $RUN $AUTOTUNE"
 elif [ "$MODE" = search ]; then

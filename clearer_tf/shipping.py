@@ -97,11 +97,35 @@ def self_check(model, item, degradation, seed=0) -> dict:
             "psnr": float(psnr(restored[None], clean[None])[0])}
 
 
-def build_card(name, version, genotype, train_summary, evaluations, check, note=None) -> dict:
-    """The model card as data (see `render_card` for the Markdown)."""
+def training_segments(train_summary, version, previous_card=None) -> list:
+    """The runs that made the weights, oldest first: the `previous_card`'s (the shipped version
+    a warm-started training continued from) and this one (`from_step` -> `to_step`)."""
+    warm = train_summary.get("warm_start") or {}
+    this = {"version": version, "from_step": warm.get("step", 0), "to_step": train_summary.get("iterations_done"),
+            "wall_seconds": train_summary.get("wall_seconds", train_summary.get("seconds_this_run")),
+            "device": train_summary.get("device"), "backend": train_summary.get("backend"),
+            "rewarmup": warm.get("rewarmup") if warm else None}
+    if previous_card is None:
+        return [this]
+    t = previous_card["training"]
+    earlier = t.get("segments") or [{
+        "version": previous_card.get("version"), "from_step": 0, "to_step": t.get("iterations"),
+        "wall_seconds": t.get("wall_seconds"), "device": t.get("device"), "backend": t.get("backend"),
+        "rewarmup": None}]
+    if earlier[-1]["to_step"] != this["from_step"]:
+        raise ValueError(f"the training continued from step {this['from_step']}, but the earlier version "
+                         f"{previous_card.get('version')} ended at step {earlier[-1]['to_step']}")
+    return [*earlier, this]
+
+
+def build_card(name, version, genotype, train_summary, evaluations, check, note=None,
+               previous_card=None) -> dict:
+    """The model card as data (see `render_card` for the Markdown); `previous_card`: the
+    shipped version a warm-started training continued from (its runs are added up)."""
     search = genotype.search or {}
     config = train_summary.get("train_config", {})
     validation = train_summary.get("validation", {})
+    segments = training_segments(train_summary, version, previous_card)
     return {
         "format": CARD_FORMAT,
         "name": name,
@@ -131,7 +155,8 @@ def build_card(name, version, genotype, train_summary, evaluations, check, note=
             "batch_size": config.get("batch_size"),
             "patch_size": config.get("patch_size"),
             "learning_rate": config.get("learning_rate"),
-            "wall_seconds": train_summary.get("wall_seconds", train_summary.get("seconds_this_run")),
+            "wall_seconds": round(sum(seg["wall_seconds"] or 0.0 for seg in segments), 1),
+            "segments": segments,
             "device": train_summary.get("device"),
             "backend": train_summary.get("backend"),
             "selection": {"images": validation.get("images"), "best_psnr": validation.get("best_psnr"),
@@ -193,6 +218,10 @@ def render_card(card) -> str:
         f"- {t['iterations']} iterations (cosine schedule over {t['schedule_iterations']}), batch "
         f"{t['batch_size']} of {t['patch_size']}x{t['patch_size']}, Adam lr {t['learning_rate']}; "
         f"{_minutes(t['wall_seconds'])} on {t['device']}",
+        *([f"- in {len(t['segments'])} runs: " + "; ".join(
+            f"steps {seg['from_step']}-{seg['to_step']} ({_minutes(seg['wall_seconds'])}, {seg['device']}"
+            + (f", weights only, learning rate re-warmed over {seg['rewarmup']} steps" if seg["rewarmup"] else "")
+            + ")" for seg in t["segments"])] if len(t.get("segments") or []) > 1 else []),
         f"- model selection: best of the validations on {len(t['selection']['images'] or [])} images "
         f"({t['selection']['best_psnr'] and round(t['selection']['best_psnr'], 2)} dB at step "
         f"{t['selection']['best_step']}); protocol: {t['selection']['protocol']}", "",
@@ -217,7 +246,8 @@ def render_card(card) -> str:
 
 
 def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_item=None,
-         check_data="Set12", degradation=None, checkpoint="best", overwrite=False, note=None) -> str:
+         check_data="Set12", degradation=None, checkpoint="best", overwrite=False, note=None,
+         continues=None) -> str:
     """Writes `<root>/<name>/` from a finished training folder; returns that folder.
 
     Args:
@@ -231,6 +261,8 @@ def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_
         degradation: `GaussianNoise` / `RainStreaks` for a clean-only `check_item`.
         overwrite: replace an existing `<root>/<name>/`.
         note: a sentence for the top of the card (e.g. why the protocol differs).
+        continues: the shipped model folder a warm-started training continued from (its
+            card's runs and wall time are carried over).
     """
     from clearer_tf.export import export_saved_model, training_metadata
     from clearer_tf.network import build_network
@@ -245,6 +277,8 @@ def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_
     if check_item is None:
         raise ValueError("check_item: give one test image for the self-check")
     evaluations = [read_evaluation(e) for e in evaluations]
+    previous = None if continues is None else _read_json(os.path.join(os.fspath(continues), CARD_FILE), "model card")
+    training_segments(summary, version, previous)  # refuses a gap before anything is written
     target = os.path.join(os.fspath(root), name)
     if os.path.exists(target) and not overwrite:
         raise FileExistsError(f"{target} already exists (use --overwrite)")
@@ -261,7 +295,7 @@ def ship(train_dir, name, evaluations=(), root="saved_models", version=1, check_
         export_saved_model(genotype, weights, os.path.dirname(tmp), os.path.basename(tmp), version,
                            metadata=training_metadata(summary))
         shutil.copyfile(genotype_path, os.path.join(tmp, GENOTYPE_FILE))
-        card = build_card(name, version, genotype, summary, evaluations, check, note)
+        card = build_card(name, version, genotype, summary, evaluations, check, note, previous)
         files.write_json(os.path.join(tmp, CARD_FILE), card)
         files.write_bytes(os.path.join(tmp, "README.md"), render_card(card).encode())
     return target

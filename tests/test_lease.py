@@ -61,25 +61,54 @@ def test_plan_writes_an_env_file_and_copies_the_model_to_continue(tmp_path):
     assert env == [os.path.join("init", "m"), "400"] and written["INIT_MODEL"] == env[0]
 
 
-def test_lease_job_trains_and_leaves_model_only_weights_for_fetching(tmp_path, bsds_train_dir, set12_dir):
-    """bench/gpu_lease.sh end to end on the CPU (JAX backend), a tiny genotype, 20 iterations."""
+def _lease(tmp_path, tag, plan_vars, data, stop_after=None):
+    """Runs bench/gpu_lease.sh on the CPU (JAX) for `plan_vars`; returns its WORK folder."""
+    plan = tmp_path / f"plan-{tag}"
+    written = lease_plan.write(plan_vars, plan)
+    work = tmp_path / f"work-{tag}"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PLAN": str(plan), "DATA": str(data), "WORK": str(work),
+           "DEADLINE_S": "600", "PRESET": "quick", "VALIDATE_EVERY": "10", "PROFILE": "2,3"}
+    if stop_after:
+        env["STOP_AFTER"] = str(stop_after)
+    subprocess.run(["bash", "bench/gpu_lease.sh"], cwd=REPO_ROOT, env=env, check=True, timeout=900)
+    assert (work / "DONE").exists(), (work / "log").read_text()[-2000:]
+    return work, plan, written
+
+
+def _finish(tmp_path, work, plan, data):
+    env = {**os.environ, "PLAN": str(plan), "DATA": str(data), "RUNS": str(tmp_path / "runs"),
+           "AUTOTUNE": str(tmp_path / "autotune"), "TRAINS": str(tmp_path / "trains"),
+           "MODELS": str(tmp_path / "models"), "EVAL_SETS": "Set12", "EVAL_X8": "0"}
+    done = subprocess.run(["bash", "bench/lease_finish.sh", str(work / "fetch")], cwd=REPO_ROOT, env=env,
+                          timeout=900, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+
+
+def _assert_same_weights(model, path, genotype):
+    reference = build_network(genotype)
+    reference.load_weights(path)
+    assert len(model.weights) == len(reference.weights)
+    for a, b in zip(model.weights, reference.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_two_leases_train_ship_and_continue_from_the_shipped_model(tmp_path, bsds_train_dir, set12_dir):
+    """bench/gpu_lease.sh and lease_finish.sh end to end on the CPU (JAX backend), a tiny
+    genotype: the first lease stops at 20 of 40 iterations and ships version 1; the plan then
+    continues from that shipped model (weights only) and the second lease ships version 2."""
+    from clearer_tf.pretrained import load_pretrained, model_card
+
     data = tmp_path / "data"
     (data / "BSDS500").mkdir(parents=True)
     os.symlink(bsds_train_dir, data / "BSDS500" / "train")
     os.symlink(set12_dir, data / "Set12")
     genotype = Genotype.from_string("F / P / F", base_width=4, stem_planes=4, stem_blocks=1)
     genotype.save(tmp_path / "g.json")
-    plan = tmp_path / "plan"
-    plan.mkdir()
-    (plan / "plan.env").write_text(lease_plan.render({
-        "MODE": "train", "NAME": "m", "GENOTYPE": tmp_path / "g.json", "SIGMA": 50, "ITERATIONS": 20,
-        "INIT_STEP": 0, "INIT_MODEL": "", "VERSION": 1}))
-    work = tmp_path / "work"
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PLAN": str(plan), "DATA": str(data), "WORK": str(work),
-           "DEADLINE_S": "400", "PRESET": "quick", "VALIDATE_EVERY": "10", "PROFILE": "2,3"}
-    subprocess.run(["bash", "bench/gpu_lease.sh"], cwd=REPO_ROOT, env=env, check=True, timeout=500)
-    assert (work / "DONE").exists(), (work / "log").read_text()[-2000:]
+    protocol = [{"kind": "train", "name": "m", "genotype": str(tmp_path / "g.json"), "sigma": 50,
+                 "iterations": 40}]
+    models = tmp_path / "models"
 
+    work, plan, _ = _lease(tmp_path, "1", lease_plan.plan(tmp_path, models, protocol), data, stop_after=20)
     fetched = sorted(os.listdir(work / "fetch"))
     assert "small.tgz" in fetched and "last.weights.h5.part-aa" in fetched
     with tarfile.open(work / "fetch" / "small.tgz") as tar:
@@ -88,35 +117,37 @@ def test_lease_job_trains_and_leaves_model_only_weights_for_fetching(tmp_path, b
         timing = json.load(tar.extractfile("./timing.json"))
     assert {"log", "genotype.json", "train_summary.json", "validation.json", "timing.json"} <= names
     assert [r["step"] for r in rows] == [10, 20] and timing["first_step_s"] > 0
-
-    # the parts join into model-only weights equal to the run's last weights
+    # the parts join into model-only weights (no optimizer state) equal to the run's last weights
     joined = tmp_path / "last.weights.h5"
     joined.write_bytes(b"".join((work / "fetch" / p).read_bytes() for p in fetched if p.startswith("last.")))
-    fetched_model, run_model = build_network(genotype), build_network(genotype)
+    fetched_model = build_network(genotype)
     fetched_model.load_weights(joined)
-    run_model.load_weights(work / "run" / "last.weights.h5")
-    assert len(fetched_model.weights) == len(run_model.weights)
-    for a, b in zip(fetched_model.weights, run_model.weights):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert os.path.getsize(joined) < os.path.getsize(work / "run" / "last.weights.h5")  # no optimizer
+    _assert_same_weights(fetched_model, work / "run" / "last.weights.h5", genotype)
+    assert os.path.getsize(joined) < os.path.getsize(work / "run" / "last.weights.h5")
 
-    # bench/lease_finish.sh turns the fetched files into a shipped model with those weights
-    env = {**os.environ, "PLAN": str(plan), "DATA": str(data), "RUNS": str(tmp_path / "runs"),
-           "AUTOTUNE": str(tmp_path / "autotune"), "TRAINS": str(tmp_path / "trains"),
-           "MODELS": str(tmp_path / "models"), "EVAL_SETS": "Set12"}
-    subprocess.run(["bash", "bench/lease_finish.sh", str(work / "fetch")], cwd=REPO_ROOT, env=env, check=True,
-                   timeout=500, capture_output=True)
-    from clearer_tf.pretrained import load_pretrained, model_card
+    _finish(tmp_path, work, plan, data)
+    _assert_same_weights(load_pretrained("m", root=models), work / "run" / "best.weights.h5", genotype)
+    card = model_card("m", root=models)
+    assert (card["version"], card["training"]["iterations"], card["training"]["schedule_iterations"]) == (1, 20, 40)
+    assert [e["data"] for e in card["evaluation"]] == ["Set12", "Set12"]  # whole image and patches
 
-    shipped, best = load_pretrained("m", root=tmp_path / "models"), build_network(genotype)
-    best.load_weights(work / "run" / "best.weights.h5")  # the best validation's, fetched or last
-    for a, b in zip(shipped.weights, best.weights):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    card = model_card("m", root=tmp_path / "models")
-    assert card["version"] == 1 and card["training"]["iterations"] == 20
-    assert {e["data"] for e in card["evaluation"]} == {"Set12"}
-    (run_dir,) = os.listdir(tmp_path / "runs")
-    assert {"log", "timing.json", "validation.json"} <= set(os.listdir(tmp_path / "runs" / run_dir))
+    second = lease_plan.plan(tmp_path, models, protocol)
+    assert (second["INIT_STEP"], second["VERSION"]) == (20, 2)
+    work2, plan2, written = _lease(tmp_path, "2", second, data)
+    assert written["INIT_MODEL"] == os.path.join("init", "m")
+    summary = json.loads((work2 / "run" / "train_summary.json").read_text())
+    assert summary["warm_start"]["step"] == 20 and summary["iterations_done"] == 40
+    assert [r["step"] for r in json.loads((work2 / "run" / "validation.json").read_text())] == [30, 40]
+    _finish(tmp_path, work2, plan2, data)
+    card = model_card("m", root=models)
+    assert (card["version"], card["training"]["iterations"]) == (2, 40)
+    segments = card["training"]["segments"]
+    assert [(s["from_step"], s["to_step"]) for s in segments] == [(0, 20), (20, 40)]
+    assert card["training"]["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in segments), abs=0.2)
+    assert os.listdir(models / "m").count("1") == 0  # version 1 left the tree
+    assert lease_plan.plan(tmp_path, models, protocol) == {"MODE": "bench"}
+    runs = sorted(os.listdir(tmp_path / "runs"))
+    assert len(runs) == 2 and all({"log", "timing.json"} <= set(os.listdir(tmp_path / "runs" / r)) for r in runs)
 
 
 def test_profile_breakdown_counts_the_ops_of_a_traced_jax_program(tmp_path):

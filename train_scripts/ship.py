@@ -31,6 +31,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="saved_models", help="root folder (default: saved_models)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing <out>/<name>/")
     p.add_argument("--note", help="a sentence for the top of the model card (e.g. how the protocol differs)")
+    p.add_argument("--continues", metavar="DIR",
+                   help="the shipped model a warm-started training (train.py --init-weights) continued "
+                        "from: its card's runs and wall time are carried over")
     return p, p.parse_args(argv)
 
 
@@ -50,6 +53,8 @@ def main(argv=None):
 
         for path in args.eval:
             read_evaluation(path)
+        if args.continues and not os.path.isfile(os.path.join(args.continues, "card.json")):
+            raise ValueError(f"--continues {args.continues}: no card.json (not a shipped model)")
         _cli.check_writable_dir(args.out)
         target = os.path.join(args.out, args.name)
         if os.path.exists(target) and not args.overwrite:
@@ -76,7 +81,8 @@ def main(argv=None):
 
     folder = ship(args.model_dir, args.name, args.eval, args.out, args.version, check_item=items[0],
                   check_data=os.path.basename(os.path.normpath(str(check_dir))),
-                  degradation=degradation, overwrite=args.overwrite, note=args.note)
+                  degradation=degradation, overwrite=args.overwrite, note=args.note,
+                  continues=args.continues)
     print(f"shipped {folder} ({_cli.size_mb(folder):.1f} MB); model card: {os.path.join(folder, 'README.md')}")
     return 0
 
