@@ -100,6 +100,8 @@ def prepare(args):
     if args.resume and not os.path.isfile(search_lib.checkpoint_path(args.resume)):
         raise ValueError(f"--resume {args.resume}: no search checkpoint there "
                          f"({search_lib.checkpoint_path(args.resume)} not found)")
+    if args.resume:
+        _cli.check_checkpoint(search_lib.checkpoint_path(args.resume))  # issue 11
     if not args.resume and os.path.isfile(search_lib.checkpoint_path(out)):
         raise ValueError(f"--out {out} already holds a search; continue it with --resume {out}")
     task_data = load_task_data(
