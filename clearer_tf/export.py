@@ -207,7 +207,7 @@ def export(genotype, weights, root="saved_models", name="clearer", version=1, tf
     return out
 
 
-def tflite_predictor(path, num_threads=None, tile="auto", overlap=64):
+def tflite_predictor(path, num_threads=None, tile="auto", overlap=96):
     """NHWC float32 -> NHWC float32 with the LiteRT interpreter at any input size.
 
     The input is resized (`resize_tensor_input`) whenever the shape changes, checked and

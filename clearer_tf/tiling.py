@@ -19,7 +19,7 @@ import numpy as np
 
 AUTO_TILE = 512
 AUTO_TILE_PIXELS = 1024 * 1024
-DEFAULT_OVERLAP = 64
+DEFAULT_OVERLAP = 96
 
 
 def check_tiling(tile, overlap):

@@ -38,10 +38,10 @@ def run_layer_test(layer, inputs, expected_shapes, expected_trainable=None):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     assert reloaded.layers[-1].get_config() == layer.get_config()
 
-    before = [np.array(v) for v in model.trainable_variables]
+    before = [v.numpy() for v in model.trainable_variables]
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     targets = [np.random.RandomState(0).rand(*o.shape).astype("float32") for o in outputs]
     model.train_on_batch(feed, targets if len(targets) > 1 else targets[0])
-    after = [np.array(v) for v in model.trainable_variables]
+    after = [v.numpy() for v in model.trainable_variables]
     assert any(not np.allclose(a, b) for a, b in zip(before, after)), "train step changed nothing"
     return model

@@ -132,6 +132,12 @@ def test_train_and_search_refuse_bad_runs_before_any_work(tmp_path, bsds_val_dir
         code, line = run_cli("search", [*argv, *(["--out", str(tmp_path / "s")] if "--out" not in argv else [])])
         assert code == 2 and line.startswith("search.py: error: ") and expected in line, line
     assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "s"))
+    checkpoint = tmp_path / "old" / "checkpoint" / "search.npz"
+    checkpoint.parent.mkdir(parents=True)
+    np.savez(checkpoint, alpha=np.zeros(3), iteration=np.array(5))
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-40])  # cut short, as by a full disk
+    code, line = run_cli("search", [*search, "--resume", str(tmp_path / "old")])
+    assert code == 2 and "checkpoint" in line and "is damaged" in line, line
     # The same folder for both kinds of step, as a real process: one line, no traceback.
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "train_scripts", "search.py"), *search, "--weights-data",

@@ -123,6 +123,22 @@ def check_train_inputs(task_data, val_items, patch_size, genotype, out):
     check_writable_dir(out)
 
 
+def check_checkpoint(path, argument="--resume"):
+    """ValueError (one line) unless `path`, a `.npz` checkpoint, is a complete archive
+    (a truncated or overwritten file would end in BadZipFile after start-up)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{argument}: checkpoint {path} is damaged ({e}); start afresh with "
+                         "another --out") from None
+    if broken is not None:
+        raise ValueError(f"{argument}: checkpoint {path} is damaged (entry {broken} fails its "
+                         "CRC check); start afresh with another --out")
+
+
 def task_from_genotype(task, color, genotype):
     """(task, color) for train.py: an omitted --task is the genotype's, with its channels."""
     if task is not None:

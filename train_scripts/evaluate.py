@@ -36,8 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--sheet", type=int, default=3, metavar="N", help="images on comparison.png (0: none)")
     p.add_argument("--tile", type=_cli.tile, default="auto", metavar="N",
                    help="restore in N x N tiles (0: whole images; default auto: 512 above 1 megapixel)")
-    p.add_argument("--tile-overlap", type=int, default=64, metavar="M",
-                   help="pixels shared by neighbouring tiles, blended (default 64)")
+    p.add_argument("--tile-overlap", type=int, default=96, metavar="M",
+                   help="pixels shared by neighbouring tiles, blended (default 96)")
     p.add_argument("--out", help="output folder (default: runs/eval/<model name>)")
     return p, p.parse_args(argv)
 
