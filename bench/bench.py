@@ -10,6 +10,7 @@ precision (float32 or mixed_bfloat16), with XLA:
 Usage:
     KERAS_BACKEND=tensorflow python bench/bench.py --batch 8 --steps 10
     KERAS_BACKEND=jax python bench/bench.py --batch 32 --steps 30 --precision mixed_bfloat16
+    KERAS_BACKEND=tensorflow python bench/bench.py --only weight_step --batch 8 --no-jit   # CPU A/B
 Prints a Markdown table row set and writes JSON with --json.
 """
 

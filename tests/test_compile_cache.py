@@ -87,3 +87,12 @@ def test_flags_are_exclusive(argv, capsys):
     with pytest.raises(SystemExit):
         _cli.Parser(prog="t").parse_args(argv)
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_parsing_imports_nothing_on_tensorflow():
+    """Scripts report argument errors before TensorFlow loads (and prints its log lines)."""
+    code = ("import sys; sys.path.insert(0, 'train_scripts'); import _cli; "
+            "_cli.Parser(prog='t').parse_args([]); print('keras' in sys.modules, 'jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, KERAS_BACKEND="tensorflow"), timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]

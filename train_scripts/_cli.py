@@ -2,6 +2,7 @@
 quiet TensorFlow (`--verbose` shows its C++ start-up block), one-line warnings."""
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -36,13 +37,28 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         args, rest = super().parse_known_args(args, namespace)
-        from clearer_tf import compile_cache
+        if keras_backend() == "jax":  # else no import here: TensorFlow's log lines would come first
+            from clearer_tf import compile_cache
 
-        compile_cache.enable(args.compile_cache, enabled=not args.no_compile_cache)
+            compile_cache.enable(args.compile_cache, enabled=not args.no_compile_cache)
         return args, rest
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
+def keras_backend():
+    """`KERAS_BACKEND`, else `~/.keras/keras.json`'s backend, without importing Keras."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as f:
+            return json.load(f).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
 
 
 def sigma(text):
