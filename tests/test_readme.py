@@ -2,7 +2,8 @@
 repository (its tracked and new files, as a fresh clone has them), on the bundled data.
 
 Kept fast with small settings where the README allows: the quick presets get a few
-iterations appended (`SHORTER`). Blocks marked `<!-- readme-test: skip (reason) -->` in
+iterations appended (`SHORTER`), the NumPy `model.fit` example one epoch, and a command
+shown twice runs once. Blocks marked `<!-- readme-test: skip (reason) -->` in
 the README (a GPU, a server, the package install, this test's own command) are not run;
 `SKIP` lists blocks and lines of the Search and Training sections, which are rewritten
 under issue 14, that cannot run here.
@@ -19,9 +20,10 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = re.compile(r"<!--\s*readme-test:\s*skip\s*\((.+?)\)\s*-->")
 SHORTER = [  # (script, appended options): a few iterations instead of minutes
-    ("train_scripts/search.py", "--iterations 20 --warmup 10"),
-    ("train_scripts/train.py", "--iterations 20 --validate-every 10"),
+    ("train_scripts/search.py", "--iterations 4 --warmup 2"),
+    ("train_scripts/train.py", "--iterations 4 --validate-every 4"),
 ]
+FEWER_EPOCHS = ("epochs=10,", "epochs=1,")  # the NumPy model.fit example
 SKIP = {  # a substring of a block or line -> why it is not run
     "--task denoise --sigma 50          # paper protocol (GPU)": "10,000 paper iterations: a GPU job",
     "--resume runs/search-denoise-20260101-120000": "resumes an example run folder",
@@ -102,16 +104,18 @@ def test_readme_runs_verbatim(clone):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CLEARER_MODELS")}
     env.setdefault("KERAS_BACKEND", "tensorflow")
     env["MPLBACKEND"] = "Agg"
-    ran = 0
+    ran, seen = 0, set()
     for language, code, marked, line in blocks:
         if marked or skipped(code):
             continue
         if language == "python":
             script = clone / f"readme_block_{line}.py"
-            script.write_text(code + "\n")
+            script.write_text(code.replace(*FEWER_EPOCHS) + "\n")
             commands = [[sys.executable, str(script)]]
         else:
-            commands = [["bash", "-c", shortened(c)] for c in shell_commands(code) if not skipped(c)]
+            commands = [["bash", "-c", shortened(c)] for c in shell_commands(code)
+                        if not skipped(c) and c not in seen]
+            seen.update(shell_commands(code))  # a command shown twice runs once
             commands = [[*c[:2], c[2].replace("python ", f"{sys.executable} ", 1)] if c[2].startswith("python ")
                         else c for c in commands]
         for command in commands:
