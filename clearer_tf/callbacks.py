@@ -111,7 +111,7 @@ class RunRecord:
             return "new"
         if record.get("finished"):
             raise ValueError(
-                f"{self.out_dir} holds a finished {self.what}: pass --overwrite to run it again from scratch, "
+                f"{self.out_dir} holds a finished {record.get('what', self.what)}: pass --overwrite to run it again from scratch, "
                 "or choose another output folder"
             )
         if not resume:

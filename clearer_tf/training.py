@@ -294,10 +294,12 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = compile_network(build_network(genotype), config)
+        network = build_network(genotype)
+        if config.init_weights is not None and backup is None:
+            network.load_weights(config.init_weights)  # not compiled yet: the file's optimizer state is ignored
+        model = compile_network(network, config)
         model.optimizer.build(model.trainable_variables)  # no variable creation inside the first trace
     if config.init_weights is not None and backup is None:
-        model.load_weights(config.init_weights)  # the network only: fresh optimizer moments
         model.optimizer.iterations.assign(config.init_step)
     # The stream an uninterrupted run would see from here (resumed runs end bit-identical).
     stream = training_stream(task_data.weights_items, task_data.degradation, config.patch_size,

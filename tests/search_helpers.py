@@ -172,15 +172,17 @@ def async_callbacks(directory):
     """The callbacks of a search and of a training, as `fit` configures them (JAX backend)."""
     import keras
 
+    from clearer_tf.callbacks import WallClock
     from clearer_tf.presets import TrainConfig
     from clearer_tf.search.run import search_callbacks
-    from clearer_tf.training import CheckpointAndLog, training_callbacks
+    from clearer_tf.training import CheckpointAndLog, ValidationPSNR, training_callbacks
 
     search = make_search()
     _, config = configs()
+    validation = ValidationPSNR.__new__(ValidationPSNR)  # its hooks, without images
     stacks = {"search": search_callbacks(config, os.path.join(directory, "s"), 10),
               "training": training_callbacks(TrainConfig(time_limit=100.0), os.path.join(directory, "t"),
-                                             keras.callbacks.Callback(), CheckpointAndLog(directory, 10), None, 0.0)}
+                                             validation, CheckpointAndLog(directory, 10), WallClock(), 0.0)}
     return {name: keras.callbacks.CallbackList(stack, model=search)._async_train for name, stack in stacks.items()}
 
 

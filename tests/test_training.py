@@ -10,7 +10,8 @@ import pytest
 
 from clearer_tf.genotype import Genotype
 from clearer_tf.presets import TrainConfig
-from clearer_tf.training import TimeLimit, check_train_config, make_optimizer, process_seconds, train_network
+from clearer_tf.callbacks import TimeLimit, process_seconds
+from clearer_tf.training import check_train_config, make_optimizer, train_network
 from pipelines.noise import GaussianNoise
 from pipelines.tasks import load_eval_items, load_task_data
 
@@ -45,7 +46,7 @@ def test_fit_on_real_images_beats_noisy_input_and_resumes(tmp_path, bsds_train_d
     with pytest.raises(Interrupt):
         train_network(TINY, data, config, out, val_items=val, verbose=0,
                       callbacks=[InterruptAfterFirstValidation()])
-    assert (out / "backup" / "latest.weights.h5").exists()
+    assert len(list((out / "backup").glob("state-*.weights.h5"))) == 1
     assert (out / "best.weights.h5").exists() and (out / "last.weights.h5").exists()
     assert len(json.loads((out / "validation.json").read_text())) == 1
     assert not list(out.glob(".tmp-*")), "temporary files left behind"
@@ -57,7 +58,8 @@ def test_fit_on_real_images_beats_noisy_input_and_resumes(tmp_path, bsds_train_d
     # The optimizer step came back with the weights: the cosine schedule ends at 0 at step 200
     # (a restart without optimizer state would stop half-way, at lr 0.005).
     assert summary["history"][-1]["learning_rate"] == pytest.approx(0.0, abs=1e-7)
-    assert not (out / "backup").exists(), "BackupAndRestore deletes its backup when training finishes"
+    assert not (out / "backup").exists(), "the backup is deleted when training finishes"
+    assert json.loads((out / "run.json").read_text())["finished"] is True
 
     # Independent check of the reported validation PSNR: reload model.keras, restore the same
     # deterministic noisy images, NumPy PSNR.
@@ -199,3 +201,159 @@ def test_cli_rejects_bad_input_in_one_line_before_training(tmp_path, run_cli, mu
     assert code == 2
     assert line.startswith("train.py: error: ") and expected in line, line
     assert not out.exists(), "nothing may be written on bad input"
+
+
+# --- resume done right: SIGKILL, run-folder guard, warm start --------------------------------
+def run_helper(out, *flags, killed=False):
+    import os
+    import subprocess
+    import sys
+
+    import run_helpers
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(run_helpers.__file__)))
+    proc = subprocess.run([sys.executable, run_helpers.__file__, "train", str(out), *flags], capture_output=True,
+                          text=True, cwd=repo, timeout=600)
+    assert proc.returncode == (-9 if killed else 0), proc.stderr[-3000:]
+
+
+def h5_values(path):
+    import h5py
+
+    values = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: values.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return values
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_training_killed_in_a_backup_write_or_between_backups_ends_bit_identical(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    run_helper(reference)
+    run_helper(killed, "--die-in-backup", "3", killed=True)  # half-way through the 3rd backup (step 15)
+    assert [p.name for p in (killed / "backup").iterdir() if p.name.startswith(".tmp-")]
+    assert json.loads((killed / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    run_helper(killed, "--die-at", "22", killed=True)  # resumed at step 10, killed again mid-epoch after 20
+    run_helper(killed)
+    assert not (killed / "backup").exists() and not list(killed.glob(".tmp-*"))
+    for name in ("last.weights.h5", "best.weights.h5"):
+        a, b = h5_values(reference / name), h5_values(killed / name)
+        assert a.keys() == b.keys() and a
+        for key in a:
+            np.testing.assert_array_equal(b[key], a[key], err_msg=f"{name}: {key}")
+    assert without_seconds(json.loads((killed / "validation.json").read_text())) == \
+        without_seconds(json.loads((reference / "validation.json").read_text()))
+    summary = json.loads((killed / "train_summary.json").read_text())
+    assert summary["resumed_from_step"] == 20 and summary["finished"] is True
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, bsds_train_dir, set12_dir):
+    data = load_task_data("denoise", weights_data=bsds_train_dir, arch_data=bsds_train_dir, sigma=SIGMA)
+    val = load_eval_items("denoise", set12_dir, 1)[:1]
+    config = TrainConfig(iterations=10, batch_size=2, patch_size=16, validate_every=5, jit_compile=False)
+    out = tmp_path_factory.mktemp("train") / "run"
+    train_network(TINY, data, config, out, val_items=val, verbose=0)
+    return {"data": data, "val": val, "config": config, "out": out}
+
+
+def listing(folder):
+    import os
+
+    return sorted((os.path.relpath(os.path.join(d, f), folder), os.path.getmtime(os.path.join(d, f)))
+                  for d, _, fs in os.walk(folder) for f in fs)
+
+
+def test_a_finished_training_is_refused_unless_overwrite(small_run):
+    out, before = small_run["out"], listing(small_run["out"])
+    with pytest.raises(ValueError, match="holds a finished training: pass --overwrite"):
+        train_network(TINY, small_run["data"], small_run["config"], out, val_items=small_run["val"], verbose=0)
+    assert listing(out) == before  # best weights and all untouched
+    summary = train_network(TINY, small_run["data"], small_run["config"], out, val_items=small_run["val"],
+                            verbose=0, overwrite=True).summary
+    assert summary["finished"] and summary["resumed_from_step"] == 0
+
+
+def test_another_configuration_is_refused_with_the_differences_before_anything_is_written(tmp_path, small_run):
+    out = tmp_path / "run"
+    config = dataclasses.replace(small_run["config"], stop_after=5)
+    train_network(TINY, small_run["data"], config, out, val_items=small_run["val"], verbose=0)
+    before = listing(out)
+    noisier = load_task_data("denoise", weights_data=small_run["data"].description["weights_data"],
+                             arch_data=small_run["data"].description["arch_data"], sigma=25.0)
+    other = Genotype.from_string("P / P / F", base_width=4, stem_planes=4, stem_blocks=1)
+    cases = [
+        (TINY, noisier, config, r"data\.degradation\.sigma is 50\.0 in the run, 25\.0 now"),
+        (TINY, small_run["data"], dataclasses.replace(config, iterations=20),
+         r"train\.iterations is 10 in the run, 20 now"),
+        (other, small_run["data"], config, r"genotype\.cells differs"),
+    ]
+    for genotype, data, changed, message in cases:
+        with pytest.raises(ValueError, match=r"different configuration: .*" + message):
+            train_network(genotype, data, changed, out, val_items=small_run["val"], verbose=0)
+    assert listing(out) == before  # genotype.json, validation.json, backup: nothing written
+    # runtime-only fields (stop_after, time_limit, profiling, XLA) may change: it continues
+    done = train_network(TINY, small_run["data"], dataclasses.replace(config, stop_after=None), out,
+                         val_items=small_run["val"], verbose=0).summary
+    assert done["resumed_from_step"] == 5 and done["finished"]
+
+
+def test_stray_temporary_files_of_a_kill_are_removed(tmp_path, small_run):
+    out = tmp_path / "run"
+    config = dataclasses.replace(small_run["config"], stop_after=5)
+    train_network(TINY, small_run["data"], config, out, val_items=small_run["val"], verbose=0)
+    for stray in (out / ".tmp-abc.json", out / "backup" / ".tmp-xyz.weights.h5",
+                  out / "backup" / "state-000009.weights.h5"):
+        stray.write_bytes(b"half a file")
+    train_network(TINY, small_run["data"], dataclasses.replace(config, stop_after=None), out,
+                  val_items=small_run["val"], verbose=0)
+    assert not list(out.rglob(".tmp-*")) and not (out / "backup").exists()
+
+
+def test_warm_start_from_weights_continues_the_schedule_with_a_ramp(tmp_path, small_run):
+    import math
+
+    source = small_run["out"] / "last.weights.h5"
+    config = TrainConfig(iterations=40, batch_size=2, patch_size=16, validate_every=5, jit_compile=False,
+                         init_weights=str(source), init_step=20, rewarmup=8)
+
+    class Capture(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start_weights = [np.array(v.numpy()) for v in self.model.weights]
+            self.start_iteration = int(self.model.optimizer.iterations.numpy())
+            self.lr = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            step = int(self.model.optimizer.iterations.numpy())
+            for s in (step - 4, step - 2, step):  # the schedule the optimizer applies, at a few steps
+                self.lr[s] = float(self.model.optimizer._learning_rate(s))
+
+    capture = Capture()
+    summary = train_network(TINY, small_run["data"], config, tmp_path / "run", val_items=small_run["val"],
+                            verbose=0, callbacks=[capture]).summary
+    # the network's weights are the file's (its optimizer state, also in the file, is not used)
+    layers = [v for k, v in sorted(h5_values(source).items()) if k.startswith("layers/")]
+    assert sorted(map(np.ndarray.tobytes, layers)) == sorted(map(np.ndarray.tobytes, capture.start_weights))
+    assert capture.start_iteration == 20
+    assert [row["step"] for row in summary["history"]] == [25, 30, 35, 40]
+    for step, lr in capture.lr.items():
+        cosine = 0.005 * (1 + math.cos(math.pi * step / 40))  # 0.01 -> 0 over 40 iterations
+        assert lr == pytest.approx(cosine * min(1.0, (step - 20) / 8), abs=1e-7), step
+    assert summary["history"][0]["learning_rate"] == pytest.approx(
+        0.005 * (1 + math.cos(math.pi * 25 / 40)) * 5 / 8, abs=1e-7)
+    assert summary["warm_start"] == {"weights": str(source), "step": 20, "rewarmup": 8}
+    assert summary["train_config"]["init_step"] == 20
+    rows = json.loads((tmp_path / "run" / "validation.json").read_text())
+    assert rows[0]["step"] == 25 and rows[0]["epoch"] == 4
+
+
+def test_warm_start_checks():
+    with pytest.raises(ValueError, match="--init-step needs --init-weights"):
+        check_train_config(TrainConfig(init_step=1000))
+    with pytest.raises(ValueError, match="--init-step must be a multiple of --validate-every"):
+        check_train_config(TrainConfig(init_weights=__file__, init_step=1500))
+    with pytest.raises(ValueError, match="file not found"):
+        check_train_config(TrainConfig(init_weights="/nonexistent.weights.h5"))
