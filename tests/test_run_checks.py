@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -132,12 +133,17 @@ def test_train_and_search_refuse_bad_runs_before_any_work(tmp_path, bsds_val_dir
         code, line = run_cli("search", [*argv, *(["--out", str(tmp_path / "s")] if "--out" not in argv else [])])
         assert code == 2 and line.startswith("search.py: error: ") and expected in line, line
     assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "s"))
-    checkpoint = tmp_path / "old" / "checkpoint" / "search.npz"
-    checkpoint.parent.mkdir(parents=True)
-    np.savez(checkpoint, alpha=np.zeros(3), iteration=np.array(5))
-    checkpoint.write_bytes(checkpoint.read_bytes()[:-40])  # cut short, as by a full disk
+    # a backup cut short (a full disk, a bad copy): one line, before any work
+    backup = tmp_path / "old" / "backup"
+    backup.mkdir(parents=True)
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)]).save_weights(backup / "state-000001.weights.h5")
+    state = backup / "state-000001.weights.h5"
+    state.write_bytes(state.read_bytes()[:-200])
+    (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0, "weights": "state-000001.weights.h5"}')
     code, line = run_cli("search", [*search, "--resume", str(tmp_path / "old")])
-    assert code == 2 and "checkpoint" in line and "is damaged" in line, line
+    assert code == 2 and line.startswith("search.py: error: --resume: backup") and "is damaged" in line, line
+    code, line = run_cli("train", [*train, "--out", str(tmp_path / "old")])
+    assert code == 2 and line.startswith("train.py: error: --out: backup") and "is damaged" in line, line
     # The same folder for both kinds of step, as a real process: one line, no traceback.
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "train_scripts", "search.py"), *search, "--weights-data",

@@ -139,20 +139,29 @@ def check_train_inputs(task_data, val_items, patch_size, genotype, out):
     check_writable_dir(out)
 
 
-def check_checkpoint(path, argument="--resume"):
-    """ValueError (one line) unless `path`, a `.npz` checkpoint, is a complete archive
-    (a truncated or overwritten file would end in BadZipFile after start-up)."""
-    import zipfile
+def check_backup(run_dir, argument="--resume"):
+    """ValueError (one line) unless the backup a resume would read from `run_dir/backup/`
+    (if there is one) is readable: a damaged file would end in an h5py traceback after
+    start-up. `callbacks.Backup` never leaves one, but disks fill and files get copied."""
+    import h5py
 
+    from clearer_tf.callbacks import read_backup
+
+    backup = os.path.join(os.fspath(run_dir), "backup")
     try:
-        with zipfile.ZipFile(path) as archive:
-            broken = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{argument}: checkpoint {path} is damaged ({e}); start afresh with "
-                         "another --out") from None
-    if broken is not None:
-        raise ValueError(f"{argument}: checkpoint {path} is damaged (entry {broken} fails its "
-                         "CRC check); start afresh with another --out")
+        meta = read_backup(backup)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{argument}: backup {backup}/training_metadata.json is damaged ({e}); "
+                         "pass --overwrite to start afresh") from None
+    if meta is None:
+        return
+    path = os.path.join(backup, meta["weights"])
+    try:
+        with h5py.File(path, "r") as f:
+            f.visit(lambda name: None)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{argument}: backup {path} is damaged ({e}); pass --overwrite to start "
+                         "afresh") from None
 
 
 def task_from_genotype(task, color, genotype):

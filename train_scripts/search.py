@@ -111,6 +111,8 @@ def prepare(args):
         raise ValueError("--resume continues a search, --overwrite starts afresh: give one")
     out = args.resume or args.out or os.path.join(
         "runs", f"search-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume:
+        _cli.check_backup(args.resume)  # issue 11
     task_data = load_task_data(
         args.task, data=args.data, weights_data=args.weights_data, arch_data=args.arch_data,
         sigma=args.sigma, color=args.color, seed=search_config.seed,

@@ -116,6 +116,8 @@ def prepare(parser, args):
                 f"genotype field 'image_channels' is {genotype.image_channels} but --task "
                 f"{args.task}{' --color' if args.color else ''} has {task_data.channels} channel(s)")
         _cli.check_train_inputs(task_data, val_items, config.patch_size, genotype, args.out)  # issue 11
+        if args.resume and not args.overwrite:
+            _cli.check_backup(args.out, "--out")
         record = RunRecord(args.out, train_run_config(genotype, task_data, config, val_items), what="training")
         record.check(args.overwrite, args.resume)  # nothing is written before this
         strategy = distribute.from_arguments(args)
