@@ -26,11 +26,16 @@ import time
 import numpy as np
 
 from clearer_tf import device, files, modules
+from clearer_tf.quiet import quietly
 from clearer_tf.presets import SupernetConfig
 
 FORMAT = 1
 PRECISIONS = ("float32", "int8")
 CANDIDATES = ("parallel", "fusion")
+
+
+class LatencyError(ValueError):
+    """Bad latency input (table, budget): the CLIs turn it into one line."""
 
 
 def _require_tensorflow_backend():
@@ -78,18 +83,21 @@ def to_tflite(model, precision="float32") -> bytes:
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function(*specs)], model)
     if precision == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic range: int8 weights
-    return converter.convert()
+    with quietly():  # the converter's C++ log lines, unless --verbose
+        return converter.convert()
 
 
 def time_tflite(flatbuffer: bytes, threads=None, runs=20, warmup=3, seed=0):
     """Median and spread (ms) of `runs` LiteRT invocations on random inputs, after `warmup`."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
-    interpreter.allocate_tensors()
-    rng = np.random.default_rng(seed)
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], rng.random(detail["shape"], dtype=np.float32))
+    with quietly():  # LiteRT announces its delegate on the first invocation
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+        interpreter.allocate_tensors()
+        rng = np.random.default_rng(seed)
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], rng.random(detail["shape"], dtype=np.float32))
+        interpreter.invoke()
     times = []
     for i in range(warmup + runs):
         start = time.perf_counter()
@@ -144,11 +152,11 @@ def load_table(path, config: SupernetConfig | None = None, precision="float32") 
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"latency table {path}: cannot read it ({e})") from None
+        raise LatencyError(f"latency table {path}: cannot read it ({e})") from None
     if not isinstance(table, dict) or table.get("kind") != "clearer-latency-table" or table.get("format") != FORMAT:
-        raise ValueError(f"latency table {path}: not a clearer latency table (format {FORMAT})")
+        raise LatencyError(f"latency table {path}: not a clearer latency table (format {FORMAT})")
     if precision not in table.get("precisions", {}):
-        raise ValueError(f"latency table {path}: no {precision!r} timings "
+        raise LatencyError(f"latency table {path}: no {precision!r} timings "
                          f"(has {', '.join(table.get('precisions', {})) or 'none'})")
     if config is not None:
         expected = json.loads(json.dumps(config.to_dict()))  # tuples as JSON keeps them
@@ -156,7 +164,7 @@ def load_table(path, config: SupernetConfig | None = None, precision="float32") 
         diff = [f"{k}={measured.get(k)!r}, not {expected[k]!r}" for k in sorted(expected)
                 if measured.get(k) != expected[k]]
         if diff:
-            raise ValueError(f"latency table {path}: measured for another supernet ({'; '.join(diff)})")
+            raise LatencyError(f"latency table {path}: measured for another supernet ({'; '.join(diff)})")
     return table
 
 
@@ -192,14 +200,14 @@ def choose_within_budget(weights, latency, budget_ms, fixed=0.0, max_columns=24)
     weights, latency = np.asarray(weights, np.float64), np.asarray(latency, np.float64)
     n = len(weights)
     if n > max_columns:
-        raise ValueError(f"latency budget: {n} columns are too many to enumerate (at most {max_columns})")
+        raise LatencyError(f"latency budget: {n} columns are too many to enumerate (at most {max_columns})")
     choices = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1  # every genotype
     cols = np.arange(n)[None, :]
     total = fixed + latency[cols, choices].sum(axis=1)
     score = np.log(np.clip(weights, 1e-300, None))[cols, choices].sum(axis=1)
     feasible = total <= budget_ms
     if not feasible.any():
-        raise ValueError(f"latency budget {budget_ms} ms: no genotype fits (the fastest is predicted at "
+        raise LatencyError(f"latency budget {budget_ms} ms: no genotype fits (the fastest is predicted at "
                          f"{total.min():.2f} ms)")
     best = np.flatnonzero(feasible)[np.argmax(score[feasible])]
     return choices[best].tolist(), float(total[best])
@@ -245,3 +253,56 @@ def derive_within_budget(weights, columns, table, budget_ms=None, precision="flo
     report.update(predicted_latency_ms=round(predicted, 4), chosen=chosen)
     flat = iter(choice)
     return [[CANDIDATES[next(flat)] for _ in range(n)] for n in columns], report
+
+
+def check_search_options(config):
+    """ValueError (one line, naming the flag) for unusable latency options of a `SearchConfig`."""
+    if config.latency_precision not in PRECISIONS:
+        raise ValueError(f"--latency-precision must be one of {', '.join(PRECISIONS)}, "
+                         f"got {config.latency_precision!r}")
+    size = tuple(config.latency_size)
+    if len(size) != 2 or any(not isinstance(v, int) or v < 8 for v in size):
+        raise ValueError(f"--latency-size must be HxW with H, W >= 8, got {config.latency_size!r}")
+    if config.latency_threads is not None and config.latency_threads < 1:
+        raise ValueError(f"--latency-threads must be >= 1, got {config.latency_threads}")
+    if config.latency_budget_ms is not None and not config.latency_budget_ms > 0:
+        raise ValueError(f"--latency-budget-ms must be > 0, got {config.latency_budget_ms}")
+    if config.latency_table is not None and not os.path.isfile(config.latency_table):
+        raise ValueError(f"--latency-table {config.latency_table}: not found")
+
+
+def uses_latency(config) -> bool:
+    return config.cost == "latency" or config.latency_budget_ms is not None
+
+
+def obtain_table(supernet_config: SupernetConfig, config, out_path) -> dict:
+    """The search's latency table: `config.latency_table` if given (checked against the
+    supernet), else measured now (TensorFlow backend; on another backend in a subprocess that
+    uses it) and written to `out_path`, which a resumed search reads back."""
+    import subprocess
+    import sys
+
+    path = config.latency_table
+    if path is None and os.path.isfile(out_path):  # a resumed run's own table, if taken the same way
+        kept = load_table(out_path, supernet_config, config.latency_precision)
+        same = kept.get("size") == list(config.latency_size) and kept.get("threads") == config.latency_threads
+        path = out_path if same else None
+    if path is None:
+        import keras
+
+        height, width = config.latency_size
+        if keras.backend.backend() == "tensorflow":
+            save_table(measure_table(supernet_config, height, width, PRECISIONS, config.latency_threads), out_path)
+        else:
+            code = ("import json, sys; from clearer_tf import latency; from clearer_tf.presets import SupernetConfig; "
+                    "c = SupernetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[1]).items()}); "
+                    "latency.save_table(latency.measure_table(c, int(sys.argv[2]), int(sys.argv[3]), "
+                    "threads=json.loads(sys.argv[4])), sys.argv[5])")
+            subprocess.run([sys.executable, "-c", code, json.dumps(supernet_config.to_dict()), str(height), str(width),
+                            json.dumps(config.latency_threads), os.fspath(out_path)], check=True,
+                           env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+        path = out_path
+    table = load_table(path, supernet_config, config.latency_precision)
+    if os.path.abspath(path) != os.path.abspath(out_path):
+        save_table(table, out_path)  # the run folder keeps the table it used
+    return table

@@ -105,8 +105,16 @@ class SearchConfig:
     lambda_arch: float = 0.01
     lambda_comp: float = 0.0
     arch_log_base: float = 10.0
-    cost: str = "params"  # a name in clearer_tf.complexity.COST_MEASURES
-    loss: str = "mse"  # L_res, a name in clearer_tf.losses.RESTORATION_LOSSES
+    cost: str = "params"  # a name in clearer_tf.complexity.COST_MEASURES, or "latency"
+    loss: str = "mse"  # L_res: a name in clearer_tf.losses.RESTORATION_LOSSES or a weighted sum
+    # cost "latency" and the budget (clearer_tf.latency): a measured LiteRT table (read from
+    # `latency_table`, else measured into the run folder at `latency_size` with
+    # `latency_threads`), timings of `latency_precision`
+    latency_table: str | None = None
+    latency_size: tuple = (512, 512)
+    latency_threads: int | None = None
+    latency_precision: str = "float32"
+    latency_budget_ms: float | None = None
     seed: int = 0
     # one Keras epoch = one log period (`iterations` must be a multiple); a backup every
     # `checkpoint_every` iterations (a multiple of `log_every`) and at the end

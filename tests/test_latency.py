@@ -102,3 +102,45 @@ def test_derivation_keeps_the_argmax_within_budget_and_replaces_it_above():
     # within 8 ms: one of the cell-0 columns must turn parallel; the one with the weaker fusion vote
     assert cells_out == [["fusion", "parallel"], ["fusion"]] and report["predicted_latency_ms"] == 8.0
     assert report["chosen"].startswith("most probable within budget: the argmax genotype is predicted at 11.00")
+
+
+def _tiny_search(tmp_path, table_cells, budget, lambda_comp=0.5):
+    import dataclasses
+
+    import run_helpers
+    from clearer_tf.search import run_search
+    from pipelines.tasks import load_task_data
+
+    supernet, search = run_helpers.search_configs()  # one cell of two columns, 8 iterations
+    table = _table(table_cells, {"stem": 1.0, "transition0": 0.5, "head": 0.5}, supernet)
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(table))
+    search = dataclasses.replace(search, cost="latency", lambda_comp=lambda_comp, latency_table=str(path),
+                                 latency_budget_ms=budget)
+    data = load_task_data("denoise", data=os.path.join(run_helpers.SAMPLES, "bsds", "train"), sigma=30.0,
+                          split_fraction=0.5, seed=search.seed)
+    return run_search(supernet, search, data, tmp_path / "run", verbose=0), supernet, table
+
+
+def test_latency_aware_search_uses_the_table_and_derives_within_budget(tmp_path):
+    cells = [{"parallel": 1.0, "fusion": 3.0}]  # two columns: all fusion 8 ms, one fusion 6 ms
+    result, supernet, table = _tiny_search(tmp_path, cells, budget=6.5)
+    g = json.loads((tmp_path / "run" / "genotype.json").read_text())
+    weights = np.array(g["weights"]).reshape(-1, 2)
+    expected, predicted = latency.choose_within_budget(weights, latency.column_latency(table, supernet.columns),
+                                                       6.5, latency.fixed_ms(table))
+    assert [["parallel", "fusion"][c] for c in expected] == g["cells"][0]
+    assert g["search"]["predicted_latency_ms"] == pytest.approx(predicted) and predicted <= 6.5
+    assert g["search"]["latency_budget_ms"] == 6.5 and g["search"]["cost"] == "latency"
+    kept = json.loads((tmp_path / "run" / "latency_table.json").read_text())  # kept with the run
+    assert kept == json.loads(json.dumps(table))
+    # L_comp used the table's costs (Eq. 5), not parameter counts
+    np.testing.assert_allclose(np.asarray(result.search.objective.costs), latency.column_costs(table, supernet.columns),
+                               rtol=1e-6)
+
+
+def test_impossible_budget_is_refused_before_the_search(tmp_path):
+    with pytest.raises(latency.LatencyError, match=r"--latency-budget-ms 1.0: no genotype fits \(the fastest is "
+                                                   r"predicted at 4.00 ms"):
+        _tiny_search(tmp_path, [{"parallel": 1.0, "fusion": 3.0}], budget=1.0)
+    assert not (tmp_path / "run" / "run.json").exists()

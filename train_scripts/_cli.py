@@ -74,6 +74,15 @@ def sigma(text):
     raise argparse.ArgumentTypeError(f"expected a number or LOW,HIGH, got {text!r}")
 
 
+def size(text):
+    """`HxW`, e.g. `512x512`, as a tuple of ints."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 512x512, got {text!r}") from None
+    return height, width
+
+
 def tile(text):
     """`--tile`: `auto` or a non-negative integer (0: no tiles)."""
     if text == "auto":

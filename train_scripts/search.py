@@ -39,7 +39,17 @@ def build_parser():
     search.add_argument("--patch-size", type=int, help="a multiple of 8 (2**cells)")
     search.add_argument("--lambda-arch", type=float, help="weight of L_arch (0.01)")
     search.add_argument("--lambda-comp", type=float, help="weight of L_comp (0)")
-    search.add_argument("--cost", choices=["params", "flops"], help="cost measure of L_comp")
+    search.add_argument("--cost", choices=["params", "flops", "latency"],
+                        help="cost measure of L_comp (latency: measured with LiteRT, see --latency-*)")
+    search.add_argument("--loss", metavar="SPEC",
+                        help="L_res: mse (default), l1, charbonnier, log_ssim, or a sum like mse+0.5*log_ssim")
+    lat = p.add_argument_group("latency (--cost latency, --latency-budget-ms)")
+    lat.add_argument("--latency-table", metavar="JSON", help="a measured table (default: measure one now)")
+    lat.add_argument("--latency-size", type=_cli.size, metavar="HxW", help="input size of the timings (512x512)")
+    lat.add_argument("--latency-threads", type=int, metavar="N", help="LiteRT threads (default: LiteRT's)")
+    lat.add_argument("--latency-precision", choices=["float32", "int8"], help="timings used (float32)")
+    lat.add_argument("--latency-budget-ms", type=float, metavar="B",
+                     help="the genotype's predicted latency must be <= B ms (the most probable one within it)")
     search.add_argument("--arch-batchnorm", choices=["inference", "batch"],
                         help="BatchNorm in the architecture step: moving (inference, default) or "
                              "batch statistics; moving statistics are never updated there")
@@ -101,7 +111,8 @@ def prepare(args):
         preset.search,
         **_overrides(args, ["iterations", "warmup", "batch_size", "patch_size", "log_every",
                             "lambda_arch", "lambda_comp", "cost", "seed", "jit_compile",
-                            "arch_batchnorm"]),
+                            "arch_batchnorm", "loss", "latency_table", "latency_size", "latency_threads",
+                            "latency_precision", "latency_budget_ms"]),
     )
     supernet_config = dataclasses.replace(preset.supernet, **_overrides(args, ["fusion_input", "residual"]))
     validate(supernet_config, search_config)
@@ -146,10 +157,19 @@ def main(argv=None):
               f"({search_config.warmup} warm-up), batch {search_config.batch_size} of "
               f"{search_config.patch_size}x{search_config.patch_size}, one epoch = "
               f"{search_config.log_every} iterations -> {out}")
-    result = run_search(supernet_config, search_config, task_data, out, resume=bool(args.resume),
-                        overwrite=args.overwrite, strategy=strategy)
+    from clearer_tf.latency import LatencyError
+
+    try:
+        result = run_search(supernet_config, search_config, task_data, out, resume=bool(args.resume),
+                            overwrite=args.overwrite, strategy=strategy)
+    except LatencyError as e:  # a latency table or budget that cannot be used: one line
+        parser.error(str(e))
     if first:
         print(f"genotype: {result.genotype.short()}")
+        if "predicted_latency_ms" in (result.genotype.search or {}):
+            g = result.genotype.search
+            print(f"predicted LiteRT latency {g['predicted_latency_ms']:.2f} ms ({g['latency_precision']}, "
+                  f"{g['latency_size'][0]}x{g['latency_size'][1]}); {g['chosen']}")
         print(f"wrote {os.path.join(out, 'genotype.json')}, architecture.png, alpha_history.csv/.png, "
               f"tensorboard/, run.json")
     return result.genotype

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from clearer_tf import complexity, losses
+from clearer_tf import complexity, latency, losses
 from clearer_tf.presets import SearchConfig, SupernetConfig
 
 
@@ -39,8 +39,9 @@ def validate(supernet_config: SupernetConfig, search_config: SearchConfig, repli
     losses.get_restoration_loss(c.loss)
     if c.arch_batchnorm not in ("inference", "batch"):
         raise ValueError(f"arch_batchnorm must be 'inference' or 'batch', got {c.arch_batchnorm!r}")
-    if c.cost not in complexity.COST_MEASURES:
+    if c.cost not in complexity.COST_MEASURES and c.cost != "latency":
         raise ValueError(f"unknown cost measure {c.cost!r}")
+    latency.check_search_options(c)
 
 
 def clip_and_decay(grads, params, clip_norm, decay):

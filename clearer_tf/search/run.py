@@ -15,18 +15,20 @@ from dataclasses import dataclass
 
 import keras
 
-from clearer_tf import device
+from clearer_tf import device, latency
 from clearer_tf.callbacks import (AlphaHistory, Backup, RunRecord, TensorBoard, WallClock, is_first_process, jsonable,
                                   read_backup)
 from clearer_tf.search.model import SupernetSearch
 from clearer_tf.search.backend import replicas_in_sync
 from clearer_tf.search.objective import validate
-from clearer_tf.supernet import build_supernet
+from clearer_tf.supernet import build_supernet, mixing_weights
 
 RUNTIME_FIELDS = ("checkpoint_every", "jit_compile")
 """SearchConfig fields that do not change the result; they may differ on resume."""
 DATA_PATH_FIELDS = ("data", "weights_data", "arch_data")
 """Folder paths in a data description; resume compares the images, not where they lie."""
+LATENCY_TABLE = "latency_table.json"
+"""The LiteRT latency table a latency-aware search used (issue 12), in the run folder."""
 
 
 @dataclass
@@ -109,6 +111,18 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
     validate(supernet_config, c, replicas)
     out_dir = os.fspath(out_dir)
     record = check_run(out_dir, supernet_config, c, task_data, resume, overwrite)
+    table, costs = None, None
+    if latency.uses_latency(c):  # measured once, kept in the run folder (issue 12)
+        os.makedirs(out_dir, exist_ok=True)
+        table = latency.obtain_table(supernet_config, c, os.path.join(out_dir, LATENCY_TABLE))
+        if c.latency_budget_ms is not None:  # refuse an impossible budget before searching
+            fastest = latency.fixed_ms(table, c.latency_precision) + latency.column_latency(
+                table, supernet_config.columns, c.latency_precision).min(axis=1).sum()
+            if fastest > c.latency_budget_ms:
+                raise latency.LatencyError(f"--latency-budget-ms {c.latency_budget_ms}: no genotype fits (the fastest is "
+                                 f"predicted at {fastest:.2f} ms, table {os.path.join(out_dir, LATENCY_TABLE)})")
+        if c.cost == "latency":
+            costs = latency.column_costs(table, supernet_config.columns, c.latency_precision)
     first = is_first_process()
     if first:
         record.start(fresh=record.state != "resume")
@@ -117,7 +131,7 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
 
     keras.utils.set_random_seed(c.seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        search = SupernetSearch(build_supernet(config=supernet_config), c, supernet_config)
+        search = SupernetSearch(build_supernet(config=supernet_config), c, supernet_config, costs=costs)
         search.compile()
 
     # One batch of each stream per iteration (warm-up included): a resumed search skips those done.
@@ -134,6 +148,11 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
                        backend=keras.backend.backend(), replicas=replicas, device=device.describe(),
                        wall_seconds=round(stack[1].seconds, 1))
     genotype = search.genotype(task=task_data.task, search=search_info, data=jsonable(dict(task_data.description)))
+    if table is not None:  # argmax, or the most probable genotype within the latency budget
+        weights = keras.ops.convert_to_numpy(mixing_weights(search.supernet))
+        genotype.cells, report = latency.derive_within_budget(weights, supernet_config.columns, table,
+                                                              c.latency_budget_ms, c.latency_precision)
+        genotype.search.update(report, latency_table=LATENCY_TABLE)
     if first:
         from clearer_tf import plots
 
