@@ -112,6 +112,7 @@ def test_evaluate_without_a_recorded_noise_level_needs_sigma(models, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.filterwarnings("ignore::pipelines.images.BrokenLinkWarning")  # the data folder's link
 def test_evaluate_rejects_small_images_bad_files_and_outputs_up_front(models, tmp_path, run_cli):
     tiny = tmp_path / "tiny"
     tiny.mkdir()
