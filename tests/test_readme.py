@@ -20,7 +20,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = re.compile(r"<!--\s*readme-test:\s*skip\s*\((.+?)\)\s*-->")
 SHORTER = [  # (script, appended options): a few iterations instead of minutes
-    ("train_scripts/search.py", "--iterations 4 --warmup 2"),
+    ("train_scripts/search.py", "--iterations 4 --warmup 2 --log-every 2"),
     ("train_scripts/train.py", "--iterations 4 --validate-every 4"),
 ]
 FEWER_EPOCHS = ("epochs=10,", "epochs=1,")  # the NumPy model.fit example
