@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import keras
 
 from clearer_tf import device
-from clearer_tf.callbacks import (AlphaHistory, Backup, RunRecord, TensorBoard, WallClock, is_first_process, jsonable,
-                                  read_backup)
+from clearer_tf.callbacks import (AlphaHistory, Backup, RunRecord, TensorBoard, WallClock, barrier, is_first_process,
+                                  jsonable, read_backup)
 from clearer_tf.search.model import SupernetSearch
 from clearer_tf.search.backend import replicas_in_sync
 from clearer_tf.search.objective import validate
@@ -110,8 +110,10 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
     out_dir = os.fspath(out_dir)
     record = check_run(out_dir, supernet_config, c, task_data, resume, overwrite)
     first = is_first_process()
+    barrier("run folder checked")  # multi-process: every process checked before the first writes
     if first:
         record.start(fresh=record.state != "resume")
+    barrier("run folder ready")
     backup = read_backup(os.path.join(out_dir, "backup"))
     done = backup["epoch"] if backup else 0
 
@@ -140,4 +142,5 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
         genotype.save(os.path.join(out_dir, "genotype.json"))
         plots.plot_architecture(genotype, os.path.join(out_dir, "architecture.png"))
         record.finish(genotype=genotype.short())
+    barrier("search written")  # the other processes of a multi-process run wait for the first
     return SearchResult(genotype, search, out_dir)
