@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 import warnings
 
@@ -64,6 +65,35 @@ def is_first_process() -> bool:
     import jax
 
     return jax.process_index() == 0
+
+
+def barrier(name):
+    """Waits for every process of a multi-process JAX run (no-op otherwise): a run folder is
+    checked by all before the first process writes, and written before the others read it."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
+
+def save_weights(model, path, write=True):
+    """`files.save_weights`; with `write=False` (not the first process of a multi-process run)
+    the same call into a throwaway file: Keras' `save_weights` is a collective there."""
+    if write:
+        return files.save_weights(model, path)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_weights(os.path.join(folder, "other-process.weights.h5"))
+
+
+def save_model(model, path, write=True):
+    """`files.save_model`, likewise collective (`save_weights`)."""
+    if write:
+        return files.save_model(model, path)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save(os.path.join(folder, "other-process.keras"))
 
 
 def remove_temporaries(folder):
@@ -107,6 +137,10 @@ class RunRecord:
         record = self.read()
         if record is None:
             if os.path.isdir(self.backup_dir) and resume:
+                if _legacy_backup(self.backup_dir):  # Keras' BackupAndRestore, from before run.json
+                    warnings.warn(f"{self.backup_dir}: a backup from before {RUN_FILE}; its configuration "
+                                  "cannot be checked, resuming it")
+                    return "resume"
                 raise ValueError(f"{self.out_dir} holds a backup but no {RUN_FILE}: pass --overwrite to start afresh")
             return "new"
         if record.get("finished"):
@@ -139,6 +173,14 @@ class RunRecord:
 
 
 # --- backup and restore ---------------------------------------------------------------------
+def _legacy_backup(backup_dir):
+    path = os.path.join(os.fspath(backup_dir), BACKUP_METADATA)
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        return "weights" not in json.load(f)
+
+
 def read_backup(backup_dir):
     """The metadata of the current backup (`epoch`, `weights`, `seconds`), or None."""
     path = os.path.join(os.fspath(backup_dir), BACKUP_METADATA)
@@ -146,6 +188,7 @@ def read_backup(backup_dir):
         return None
     with open(path, encoding="utf-8") as f:
         meta = json.load(f)
+    meta.setdefault("weights", "latest.weights.h5")  # written by Keras' BackupAndRestore
     if not os.path.isfile(os.path.join(os.fspath(backup_dir), meta.get("weights", ""))):
         raise ValueError(f"{path} names {meta.get('weights')!r}, which is missing: pass --overwrite to start afresh")
     return meta
@@ -203,10 +246,10 @@ class Backup(keras.callbacks.BackupAndRestore):
             self._save_model()
 
     def _save_model(self):
+        name = f"state-{self._current_epoch:06d}.weights.h5"
+        save_weights(self.model, os.path.join(self.backup_dir, name), self.write)
         if not self.write:
             return
-        name = f"state-{self._current_epoch:06d}.weights.h5"
-        files.save_weights(self.model, os.path.join(self.backup_dir, name))
         meta = {"epoch": self._current_epoch, "batch": 0, "weights": name}
         if self.clock is not None:
             meta["seconds"] = round(self.clock.seconds, 1)
@@ -403,5 +446,5 @@ def async_dispatch(callbacks) -> bool:
                for cb in callbacks)
 
 
-__all__ = ["AlphaHistory", "Backup", "RunRecord", "StepClock", "TensorBoard", "TimeLimit", "WallClock",
+__all__ = ["AlphaHistory", "Backup", "RunRecord", "barrier", "save_model", "save_weights", "StepClock", "TensorBoard", "TimeLimit", "WallClock",
            "async_dispatch", "differences", "process_seconds", "read_backup"]

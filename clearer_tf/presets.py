@@ -14,12 +14,12 @@ def resolve_jit(jit_compile) -> bool:
     """`True`/`False`, or `"auto"`: XLA unless TensorFlow runs on a machine without a GPU
     (on CPUs TF's XLA convolutions are slower than its oneDNN kernels; docs/benchmarks.md).
     JAX always compiles; this only matters for the TensorFlow backend."""
-    if jit_compile != "auto":
-        return bool(jit_compile)
     import keras
 
     if keras.backend.backend() != "tensorflow":
         return True
+    if jit_compile != "auto":
+        return bool(jit_compile)
     import tensorflow as tf
 
     return bool(tf.config.list_logical_devices("GPU"))

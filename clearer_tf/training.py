@@ -38,8 +38,8 @@ import keras
 import numpy as np
 
 from clearer_tf import device, files
-from clearer_tf.callbacks import (Backup, RunRecord, StepClock, TensorBoard, TimeLimit, WallClock, is_first_process,
-                                  jsonable, process_seconds, read_backup)
+from clearer_tf.callbacks import (Backup, RunRecord, StepClock, TensorBoard, TimeLimit, WallClock, barrier,
+                                  is_first_process, jsonable, process_seconds, read_backup, save_model, save_weights)
 from clearer_tf.evaluation import degrade_items, keras_predictor
 from clearer_tf.genotype import Genotype
 from clearer_tf.metrics import PSNRMetric, psnr
@@ -162,10 +162,23 @@ class ValidationPSNR(keras.callbacks.Callback):
 
     def restore(self, degraded):
         if self._predict is None:
-            self._predict = keras_predictor(self.model, self.multiple)
+            self._predict = keras_predictor(self._local or self.model, self.multiple)
         return np.clip(self._predict(degraded[None])[0], 0.0, 1.0)
 
+    _local = None
+
     def evaluate(self):
+        distribution = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+        if distribution is not None:
+            # One image does not split over the devices: restore it with a local copy of the
+            # network (every process computes the same PSNR).
+            if self._local is None:
+                keras.distribution.set_distribution(None)
+                try:
+                    self._local = keras.models.clone_model(self.model)
+                finally:
+                    keras.distribution.set_distribution(distribution)
+            self._local.set_weights([np.asarray(w) for w in self.model.get_weights()])
         return float(np.mean([psnr(self.restore(d)[None], c[None])[0] for _, d, c in self.items]))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -196,16 +209,14 @@ class CheckpointAndLog(keras.callbacks.Callback):
                "seconds": round(self.clock.seconds, 1)}
         row.update({k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        if not self.write:  # not the first process of a multi-process run
-            self.rows.append(row)
-            return
-        files.save_weights(self.model, os.path.join(self.out_dir, "last.weights.h5"))
+        save_weights(self.model, os.path.join(self.out_dir, "last.weights.h5"), self.write)
         if row.get("val_psnr", -np.inf) > self.best:
             self.best = row["val_psnr"]
-            files.save_weights(self.model, os.path.join(self.out_dir, "best.weights.h5"))
+            save_weights(self.model, os.path.join(self.out_dir, "best.weights.h5"), self.write)
             row["best"] = True
         self.rows.append(row)
-        files.write_json(os.path.join(self.out_dir, "validation.json"), self.rows)
+        if self.write:  # not on the other processes of a multi-process run
+            files.write_json(os.path.join(self.out_dir, "validation.json"), self.rows)
 
 
 @dataclass
@@ -284,8 +295,10 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
     record = RunRecord(out_dir, train_run_config(genotype, task_data, config, val_items), what="training")
     state = record.check(overwrite, resume)  # refuses before anything is written
     first = is_first_process()
+    barrier("run folder checked")  # multi-process: every process checked before the first writes
     if first:
         record.start(fresh=state != "resume")
+    barrier("run folder ready")
     backup_dir = os.path.join(out_dir, "backup")
     backup = read_backup(backup_dir)
     start_epoch = config.init_step // config.validate_every
@@ -326,8 +339,7 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
     best_path = os.path.join(out_dir, "best.weights.h5")
     if os.path.exists(best_path):
         model.load_weights(best_path)
-    if first:
-        files.save_model(model, os.path.join(out_dir, "model.keras"))
+    save_model(model, os.path.join(out_dir, "model.keras"), first)
     best = max(rows, key=lambda r: r.get("val_psnr", -np.inf)) if rows else None
     summary = {
         "genotype": genotype.short(),
@@ -367,6 +379,7 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         files.write_json(os.path.join(out_dir, "train_summary.json"), summary)
         if finishes:
             record.finish(iterations_done=config.iterations)
+    barrier("training written")  # the other processes of a multi-process run wait for the first
     return TrainResult(model, summary)
 
 

@@ -2,6 +2,7 @@
 
     python tests/run_helpers.py search OUT [--die-in-backup K] [--die-at I] [--resume]
     python tests/run_helpers.py train OUT [--die-in-backup K] [--die-at I]
+    python tests/run_helpers.py search|train OUT --multihost I N PORT   # process I of N (JAX)
 
 `--die-in-backup K`: during the K-th backup write, half of the new file is written, then the
 process kills itself (SIGKILL: no Python clean-up runs). `--die-at I`: SIGKILL before iteration
@@ -83,7 +84,13 @@ def main():
     p.add_argument("--die-in-backup", type=int)
     p.add_argument("--die-at", type=int)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--multihost", nargs=3, type=int, metavar=("I", "N", "PORT"))
     args = p.parse_args()
+    if args.multihost:
+        from clearer_tf import distribute
+
+        i, n, port = args.multihost
+        distribute.setup("multihost", f"127.0.0.1:{port}", n, i)
     from pipelines.tasks import load_eval_items, load_task_data
 
     if args.die_in_backup:
@@ -96,7 +103,9 @@ def main():
         data = load_task_data("denoise", data=os.path.join(SAMPLES, "set12"), sigma=25.0)
         result = run_search(supernet_config, search_config, data, args.out, resume=args.resume, callbacks=callbacks,
                             verbose=0)
-        result.search.save_weights(os.path.join(args.out, "final.weights.h5"))
+        from clearer_tf.callbacks import is_first_process, save_weights
+
+        save_weights(result.search, os.path.join(args.out, "final.weights.h5"), is_first_process())
     else:
         from clearer_tf.genotype import Genotype
         from clearer_tf.training import train_network

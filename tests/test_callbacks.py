@@ -150,3 +150,16 @@ def test_alpha_history_keeps_rows_up_to_a_resumed_iteration(tmp_path):
     history.on_train_begin()
     assert [line.split(",")[0] for line in (tmp_path / "alpha.csv").read_text().splitlines()[1:]] == \
         ["0", "2", "4"]
+
+
+def test_a_backup_of_keras_backupandrestore_from_before_run_json_still_resumes(tmp_path):
+    model = small_model()
+    fit(model, [keras.callbacks.BackupAndRestore(str(tmp_path / "run" / "backup"), delete_checkpoint=False)],
+        epochs=2)
+    with pytest.warns(UserWarning, match="cannot be checked, resuming it"):
+        assert RunRecord(tmp_path / "run", {"a": 1}).check() == "resume"
+    restored = small_model()
+    fit(restored, [Backup(tmp_path / "run" / "backup")], epochs=2)
+    assert int(restored.optimizer.iterations.numpy()) == 4
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))

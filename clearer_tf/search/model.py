@@ -120,7 +120,7 @@ class SupernetSearch(SearchStep, keras.Model):
         weight_optimizer = weight_optimizer or optimizers.weight_optimizer(c)
         arch_optimizer = arch_optimizer or optimizers.arch_optimizer(c)
         optimizer = optimizers.search_optimizer(self.arch_vars, weight_optimizer, arch_optimizer)
-        jit = resolve_jit(c.jit_compile if jit_compile is None else jit_compile) or keras.backend.backend() == "jax"
+        jit = resolve_jit(c.jit_compile if jit_compile is None else jit_compile)
         self.replica_jit = False
         if replicas_in_sync() > 1:
             self.replica_jit = jit and self.replicas_on_gpus()

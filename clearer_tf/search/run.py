@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import keras
 
 from clearer_tf import device, latency
-from clearer_tf.callbacks import (AlphaHistory, Backup, RunRecord, TensorBoard, WallClock, is_first_process, jsonable,
-                                  read_backup)
+from clearer_tf.callbacks import (AlphaHistory, Backup, RunRecord, TensorBoard, WallClock, barrier, is_first_process,
+                                  jsonable, read_backup)
 from clearer_tf.search.model import SupernetSearch
 from clearer_tf.search.backend import replicas_in_sync
 from clearer_tf.search.objective import validate
@@ -119,13 +119,16 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
             fastest = latency.fixed_ms(table, c.latency_precision) + latency.column_latency(
                 table, supernet_config.columns, c.latency_precision).min(axis=1).sum()
             if fastest > c.latency_budget_ms:
-                raise latency.LatencyError(f"--latency-budget-ms {c.latency_budget_ms}: no genotype fits (the fastest is "
-                                 f"predicted at {fastest:.2f} ms, table {os.path.join(out_dir, LATENCY_TABLE)})")
+                raise latency.LatencyError(
+                    f"--latency-budget-ms {c.latency_budget_ms}: no genotype fits (the fastest is predicted at "
+                    f"{fastest:.2f} ms, table {os.path.join(out_dir, LATENCY_TABLE)})")
         if c.cost == "latency":
             costs = latency.column_costs(table, supernet_config.columns, c.latency_precision)
     first = is_first_process()
+    barrier("run folder checked")  # multi-process: every process checked before the first writes
     if first:
         record.start(fresh=record.state != "resume")
+    barrier("run folder ready")
     backup = read_backup(os.path.join(out_dir, "backup"))
     done = backup["epoch"] if backup else 0
 
@@ -159,4 +162,5 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
         genotype.save(os.path.join(out_dir, "genotype.json"))
         plots.plot_architecture(genotype, os.path.join(out_dir, "architecture.png"))
         record.finish(genotype=genotype.short())
+    barrier("search written")  # the other processes of a multi-process run wait for the first
     return SearchResult(genotype, search, out_dir)
