@@ -19,6 +19,7 @@ HiNAS), or a weighted sum of them such as `mse+0.5*log_ssim` (`parse_loss_spec`)
 import math
 import re
 
+import keras
 from keras import ops
 
 from clearer_tf.metrics import ssim_tensor
@@ -83,6 +84,26 @@ def restoration_loss(restored, clean):
     restored = ops.cast(restored, "float32")
     clean = ops.cast(clean, "float32")
     return ops.mean(ops.square(restored - clean))
+
+
+@keras.saving.register_keras_serializable(package="clearer_tf")
+class RestorationLoss(keras.losses.Loss):
+    """A restoration loss spec (`"l1"`, `"mse+0.5*log_ssim"`, ...) as a Keras loss for `compile`.
+
+    Example:
+    >>> model.compile(optimizer="adam", loss=RestorationLoss("mse+0.5*log_ssim"))
+    """
+
+    def __init__(self, spec="mse", name=None, **kwargs):
+        super().__init__(name=name or spec, **kwargs)
+        self.spec = spec
+        self.fn = get_restoration_loss(spec)
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_pred, y_true)
+
+    def get_config(self):
+        return {**super().get_config(), "spec": self.spec}
 
 
 @register_restoration_loss("l1")

@@ -142,6 +142,7 @@ class TrainConfig:
     patch_size: int = 64
     learning_rate: float = 0.01
     learning_rate_min: float = 0.0
+    loss: str = "mse"  # a name in clearer_tf.losses.RESTORATION_LOSSES or a weighted sum
     grad_clip: float = 5.0
     validate_every: int = 1_000
     seed: int = 0

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from clearer_tf import device, files
+from clearer_tf import device, files, losses
 from clearer_tf.callbacks import (Backup, RunRecord, StepClock, TensorBoard, TimeLimit, WallClock, barrier,
                                   is_first_process, jsonable, process_seconds, read_backup, save_model, save_weights)
 from clearer_tf.evaluation import degrade_items, keras_predictor
@@ -62,6 +62,7 @@ VALIDATION_PROTOCOL = (
 
 def check_train_config(config: TrainConfig) -> None:
     """Raises ValueError (naming the command-line flag) for an unusable TrainConfig."""
+    losses.parse_loss_spec(config.loss)
     positive = {
         "iterations": "--iterations",
         "batch_size": "--batch-size",
@@ -129,10 +130,11 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 def compile_network(model, config: TrainConfig):
-    """`model.compile` with MSE, `make_optimizer(config)`, PSNR metric and XLA."""
+    """`model.compile` with the loss (MSE, the paper's, unless `config.loss` says otherwise),
+    `make_optimizer(config)`, PSNR metric and XLA."""
     model.compile(
         optimizer=make_optimizer(config),
-        loss="mean_squared_error",
+        loss="mean_squared_error" if config.loss == "mse" else losses.RestorationLoss(config.loss),
         metrics=[PSNRMetric()],
         jit_compile=resolve_jit(config.jit_compile),
     )

@@ -207,3 +207,24 @@ def test_log_ssim_gradient_is_finite_and_improves_ssim():
     assert np.all(np.isfinite(np.asarray(grad)))
     restored.assign_sub(0.5 * grad)
     assert float(losses.log_ssim_loss(restored, y.astype("float32"))) < float(before)
+
+
+def test_restoration_loss_for_compile_equals_numpy_and_round_trips(tmp_path):
+    from clearer_tf.genotype import Genotype
+    from clearer_tf.network import build_network
+    from clearer_tf.presets import TrainConfig
+    from clearer_tf.training import check_train_config, compile_network
+
+    x, y = _pair(4, (2, 16, 16, 1))
+    loss = losses.RestorationLoss("mse+0.5*l1")
+    expected = np.mean((x - y) ** 2) + 0.5 * np.mean(np.abs(x - y))
+    assert float(loss(y.astype("float32"), x.astype("float32"))) == pytest.approx(expected, rel=1e-5)
+    model = build_network(Genotype.from_string("F / P / F", base_width=4, stem_planes=4, stem_blocks=1))
+    compile_network(model, TrainConfig(loss="mse+0.5*l1", jit_compile=False))
+    assert isinstance(model.loss, losses.RestorationLoss) and model.loss.spec == "mse+0.5*l1"
+    model.save(tmp_path / "m.keras")
+    assert keras.saving.load_model(tmp_path / "m.keras").loss.spec == "mse+0.5*l1"
+    with pytest.raises(ValueError, match="unknown loss 'ssim'"):
+        check_train_config(TrainConfig(loss="ssim"))
+    assert compile_network(build_network(Genotype.from_string("F / P / F", base_width=4, stem_planes=4,
+                                                              stem_blocks=1)), TrainConfig()).loss == "mean_squared_error"

@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--patch-size", type=int, help="override the preset")
     p.add_argument("--validate-every", type=int, help="override the preset (iterations per validation)")
     p.add_argument("--learning-rate", type=float, help="override the preset (initial, cosine to 0)")
+    p.add_argument("--loss", metavar="SPEC",
+                   help="mse (default, the paper), l1, charbonnier, log_ssim, or a sum like mse+0.5*log_ssim")
     p.add_argument("--seed", type=int, help="override the preset")
     p.add_argument("--stop-after", type=int, metavar="N",
                    help="stop at iteration N of the --iterations schedule and keep the backup; the "
@@ -85,7 +87,7 @@ def prepare(parser, args):
     overrides = {
         "iterations": args.iterations, "batch_size": args.batch_size,
         "patch_size": args.patch_size, "validate_every": args.validate_every,
-        "learning_rate": args.learning_rate, "seed": args.seed, "stop_after": args.stop_after,
+        "learning_rate": args.learning_rate, "loss": args.loss, "seed": args.seed, "stop_after": args.stop_after,
         "time_limit": args.time_limit, "profile_batches": args.profile,
         "jit_compile": False if args.no_jit else None, "init_weights": args.init_weights,
         "init_step": args.init_step, "rewarmup": args.rewarmup,
