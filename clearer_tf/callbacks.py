@@ -88,10 +88,11 @@ def save_weights(model, path, write=True):
         model.save_weights(os.path.join(folder, "other-process.weights.h5"))
 
 
-def save_model(model, path, write=True):
-    """`files.save_model`, likewise collective (`save_weights`)."""
+def save_model(model, path, write=True, metadata=None):
+    """`files.save_model` (with `metadata` as the file's `clearer.json`), likewise collective
+    (`save_weights`)."""
     if write:
-        return files.save_model(model, path)
+        return files.save_model(model, path, metadata)
     with tempfile.TemporaryDirectory() as folder:
         model.save(os.path.join(folder, "other-process.keras"))
 

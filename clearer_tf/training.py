@@ -341,7 +341,9 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
     best_path = os.path.join(out_dir, "best.weights.h5")
     if os.path.exists(best_path):
         model.load_weights(best_path)
-    save_model(model, os.path.join(out_dir, "model.keras"), first)
+    # the degradation travels with a copied model.keras (evaluate.py reads its noise level)
+    save_model(model, os.path.join(out_dir, "model.keras"), first, metadata=jsonable(
+        {"training": {"data": dict(task_data.description), "train_config": dataclasses.asdict(config)}}))
     best = max(rows, key=lambda r: r.get("val_psnr", -np.inf)) if rows else None
     summary = {
         "genotype": genotype.short(),

@@ -93,7 +93,7 @@ def test_train_takes_task_and_channels_from_a_derain_genotype(tmp_path):
     train = module("train")
     parser, args = train.parse_args(["--genotype", str(tmp_path / "g.json"), "--preset", "quick",
                                      "--out", str(tmp_path / "out")])
-    _, task_data, val_items, _, _ = train.prepare(parser, args)
+    _, task_data, val_items, *_ = train.prepare(parser, args)  # (genotype, data, val, config, ...)
     assert (args.task, task_data.task, task_data.channels) == ("derain", "derain", 3)
     assert val_items and np.shape(val_items[0][-1])[-1] == 3
 

@@ -64,6 +64,9 @@ def test_fit_on_real_images_beats_noisy_input_and_resumes(tmp_path, bsds_train_d
     # Independent check of the reported validation PSNR: reload model.keras, restore the same
     # deterministic noisy images, NumPy PSNR.
     model = keras.models.load_model(out / "model.keras")
+    from clearer_tf.files import keras_metadata  # the noise level travels with a copied model.keras
+
+    assert keras_metadata(out / "model.keras")["training"]["data"]["degradation"]["sigma"] == SIGMA
     noise = GaussianNoise(SIGMA)
     restored_psnr, input_psnr = [], []
     for name, clean in val:
