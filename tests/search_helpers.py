@@ -97,7 +97,8 @@ def fit_values(search, batches):
     """`fit` over `batches` (one epoch per step); every variable and the logs of each step."""
     import numpy as np
 
-    history = search.fit(dataset(batches), epochs=len(batches), steps_per_epoch=1, verbose=0)
+    history = search.fit(dataset(batches), epochs=len(batches), steps_per_epoch=1, verbose=0,
+                         shuffle=False)
     variables = search.weights + search.optimizer.variables
     return history.history, [np.asarray(v.numpy(), np.float64) for v in variables]
 

@@ -119,7 +119,7 @@ def test_fit_counts_architecture_steps_only_after_warmup_and_logs_per_epoch():
     config = SearchConfig(iterations=6, warmup=4, batch_size=2, patch_size=16, log_every=2, jit_compile=False)
     search = search_helpers.make_search(search_config=config)
     batches = search_helpers.random_batches(6, size=2)
-    history = search.fit(search_helpers.dataset(batches), epochs=3, steps_per_epoch=2, verbose=0)
+    history = search.fit(search_helpers.dataset(batches), epochs=3, steps_per_epoch=2, verbose=0, shuffle=False)
     assert [int(o.iterations.numpy()) for o in (search.optimizer, search.weight_optimizer,
                                                 search.arch_optimizer)] == [6, 6, 2]
     logs = history.history
@@ -152,7 +152,7 @@ def test_contract_of_the_issue_runs_on_tensorflow():
     rng = np.random.RandomState(0)
     images = tf.data.Dataset.from_tensor_slices(rng.rand(8, 16, 16, 1).astype("float32")).repeat()
     pairs = tf.data.Dataset.zip((images, images)).batch(2)
-    search.fit(tf.data.Dataset.zip((pairs, pairs)), epochs=2, steps_per_epoch=2, verbose=0)
+    search.fit(tf.data.Dataset.zip((pairs, pairs)), epochs=2, steps_per_epoch=2, verbose=0, shuffle=False)
     assert [len(cell) for cell in search.genotype().cells] == [2, 1]
 
 

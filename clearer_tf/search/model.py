@@ -134,7 +134,7 @@ class SupernetSearch(SearchStep, keras.Model):
         for sub, variables in ((self.weight_optimizer, self.weight_vars), (self.arch_optimizer, self.arch_vars)):
             if [id(v) for v in sub._trainable_variables] != [id(v) for v in variables]:
                 raise ValueError(f"{sub.name} was built on other variables")  # stateless_apply relies on it
-        self.train_function = None
+        self.train_function = self._step_functions = None  # TensorFlow: traced with the old optimizer
 
     # --- shared by the backends' train_step ---------------------------------------------
     def record(self, weight_metrics, arch_metrics=None, arch_weight=None):
