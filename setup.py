@@ -20,9 +20,10 @@ setup(
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]==2.21.*"],
-        # scikit-image: only as an independent reference in tests; jax: the TF-vs-JAX parity
+        # pytest-xdist: two workers for the 2-core CI (see README, Tests); scikit-image: only as
+        # an independent reference in tests; jax: the TF-vs-JAX parity
         # test; ai-edge-litert: the TFLite parity tests (tf.lite.Interpreter is deprecated).
-        "test": ["pytest", "scikit-image", "jax", "ai-edge-litert"],
+        "test": ["pytest", "pytest-xdist", "scikit-image", "jax", "ai-edge-litert"],
         "tflite": ["ai-edge-litert"],
     },
 )

@@ -2,7 +2,7 @@
 
 Measures, for the current Keras backend (TensorFlow on CPU, JAX on a GPU) and
 precision (float32 or mixed_bfloat16), with XLA:
-  1. supernet weight step, architecture step, full search iteration;
+  1. the search iteration (`SupernetSearch`'s one compiled step: architecture step + weight step);
   2. train step of the discrete network (paper genotype F P P F / F F F F / P F F P);
   3. inference per image (batch 1) and images/s at batch 16;
   4. peak memory; 5. derived minutes for 10k search / 100k train iterations.
@@ -10,7 +10,7 @@ precision (float32 or mixed_bfloat16), with XLA:
 Usage:
     KERAS_BACKEND=tensorflow python bench/bench.py --batch 8 --steps 10
     KERAS_BACKEND=jax python bench/bench.py --batch 32 --steps 30 --precision mixed_bfloat16
-    KERAS_BACKEND=tensorflow python bench/bench.py --only weight_step --batch 8 --no-jit   # CPU A/B
+    KERAS_BACKEND=tensorflow python bench/bench.py --only search --batch 8 --no-jit   # CPU
 Prints a Markdown table row set and writes JSON with --json.
 """
 
@@ -79,30 +79,45 @@ def batch(rng, n, size, channels=1):
 
 
 def bench_search(args, rng):
+    """`SupernetSearch`'s compiled steps as `fit` runs them: the search iteration (architecture
+    step + weight step) and, on TensorFlow, the warm-up program (the weight step alone; JAX runs
+    one program for both)."""
     from clearer_tf.presets import get_preset
-    from clearer_tf.search import BilevelSearch
+    from clearer_tf.search import SupernetSearch
     from clearer_tf.supernet import build_supernet
 
     preset = get_preset(args.preset)
     preset.search.batch_size = args.batch
     preset.search.jit_compile = not args.no_jit
-    model = build_supernet(1, config=preset.supernet)
-    search = BilevelSearch(model, preset.supernet, preset.search)
+    search = SupernetSearch(build_supernet(1, config=preset.supernet), preset.search)
+    search.compile()
     wb, ab = batch(rng, args.batch, args.size), batch(rng, args.batch, args.size)
-    steps = {
-        "weight_step": lambda: search.weight_step(wb),
-        "arch_step": lambda: search.arch_step(ab),
-        "search_iteration": lambda: search.step(wb, ab, warmup=False),
-    }
-    if args.only == "weight_step":
-        steps = {"weight_step": steps["weight_step"]}
+    if keras.backend.backend() == "jax":
+        import jax
+
+        step = jax.jit(search.train_step, donate_argnums=0)
+        state = search._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                                      optimizer_variables=True, metrics_variables=True)
+
+        def iteration(_):
+            nonlocal state
+            logs, state = step(state, (wb, ab))
+            return logs
+
+        programs = {"search_iteration": iteration}
+    else:  # the warm-up program is the weight step alone
+        search.make_train_function()
+        programs = dict(zip(["weight_step", "search_iteration"], search._step_functions))
     out = {}
-    for key, fn in steps.items():
-        out[f"{key}_first_call_s"] = first_call_s(fn)
-        out[f"{key}_ms"] = 1e3 * median_time(fn, args.steps, args.warmup)
+    for key, fn in programs.items():
+        def call(fn=fn):
+            return fn(iter([(wb, ab)]))
+        out[f"{key}_first_call_s"] = first_call_s(call)
+        out[f"{key}_ms"] = 1e3 * median_time(call, args.steps, args.warmup)
+    if "weight_step_ms" in out:
+        out["arch_step_ms_derived"] = out["search_iteration_ms"] - out["weight_step_ms"]
     out["search_peak_gib"] = peak_memory_gib()
-    if "search_iteration_ms" in out:
-        out["search_10k_min"] = out["search_iteration_ms"] * 10_000 / 6e4
+    out["search_10k_min"] = out["search_iteration_ms"] * 10_000 / 6e4
     return out
 
 
@@ -210,8 +225,7 @@ def main(argv=None):
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16"], default="float32")
     p.add_argument("--preset", choices=["paper", "quick"], default="paper",
                    help="model sizes (quick: a smoke test of this script)")
-    p.add_argument("--only", choices=["search", "weight_step", "network"], default=None,
-                   help="weight_step: the supernet's weight step alone (CPU comparisons)")
+    p.add_argument("--only", choices=["search", "network"], default=None)
     p.add_argument("--no-jit", action="store_true",
                    help="TensorFlow without XLA (faster on CPUs); JAX always compiles")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -232,7 +246,7 @@ def main(argv=None):
         "xla": keras.backend.backend() == "jax" or not args.no_jit,
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
     }
-    if args.only in (None, "search", "weight_step"):
+    if args.only in (None, "search"):
         result.update(bench_search(args, rng))
     if args.only in (None, "network"):
         result.update(bench_network(args, rng))

@@ -167,19 +167,21 @@ def train_step(args):
 
 
 def search_iteration(args):
-    """The JAX search-iteration program (architecture step + weight step) of the paper preset."""
+    """The JAX search-iteration program (architecture step + weight step) of the paper preset,
+    `SupernetSearch.train_step` as `fit` compiles it."""
     from clearer_tf.presets import get_preset
-    from clearer_tf.search import BilevelSearch
+    from clearer_tf.search import SupernetSearch
     from clearer_tf.supernet import build_supernet
 
     preset = get_preset("paper")
     preset.search.batch_size = args.batch
-    model = build_supernet(1, config=preset.supernet)
-    search = BilevelSearch(model, preset.supernet, preset.search)
-    steps = search._steps  # the stateless JAX steps (clearer_tf.search._JaxSteps)
+    search = SupernetSearch(build_supernet(1, config=preset.supernet), preset.search)
+    search.compile()
+    state = search._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                                  optimizer_variables=True, metrics_variables=True)
     x = spec((args.batch, args.size, args.size, 1))
-    return inspect_program("search_iteration", steps.fns["search"], steps.state, (x, x), (x, x),
-                   update_arch=spec((), "bool"), args_=args)
+    return inspect_program("search_iteration", jax.jit(search.train_step, donate_argnums=0), state,
+                           ((x, x), (x, x)), args_=args)
 
 
 def main(argv=None):

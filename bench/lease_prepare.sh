@@ -6,9 +6,6 @@
 #   bash bench/lease_prepare.sh --restore  put saved_models/ back (always, before committing)
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
-for d in /.gpu/ /.gpudata/ /.gpuplan/ /.gpuhidden/; do
-  grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude
-done
 if [ "${1:-}" = --restore ]; then
   [ -d .gpuhidden/saved_models ] && rm -rf saved_models && mv .gpuhidden/saved_models saved_models
   git status --short saved_models; exit 0

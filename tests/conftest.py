@@ -7,6 +7,10 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tests check results, not speed: XLA's optimisation passes were about 40 % of the time of the
+# JAX subprocess tests on 2 CPU cores (a two-process training test: 81 s -> 47 s without them).
+# Set JAX_DISABLE_MOST_OPTIMIZATIONS=0 to test the optimised programs.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import pytest  # noqa: E402
 

@@ -3,7 +3,6 @@
     python tests/search_helpers.py jax-side DIR      # KERAS_BACKEND=jax: a warm-up and two search steps
     python tests/search_helpers.py mirrored          # 2 logical CPUs: one device vs MirroredStrategy
     python tests/search_helpers.py data-parallel     # JAX, 2 host devices: one device vs DataParallel
-    python tests/search_helpers.py multihost I N PORT OUT  # JAX process I of N (N=1: the reference)
     python tests/search_helpers.py async-callbacks   # JAX: Keras dispatches our callbacks asynchronously
 
 Each prints one JSON object on the last line of stdout.
@@ -150,25 +149,6 @@ def data_parallel():
     return dict(compare(one, two, initial), replicas=len(jax.devices()))
 
 
-def multihost(process_id, processes, port, out):
-    """A `fit` of four iterations as process `process_id` of `processes` (global batch 4)."""
-    import keras
-    import numpy as np
-
-    if processes > 1:
-        keras.distribution.initialize(job_addresses=f"127.0.0.1:{port}", num_processes=processes,
-                                      process_id=process_id)
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
-    import jax
-
-    batches = random_batches(4)
-    search = make_search()
-    logs, values = fit_values(search, batches)
-    if process_id == 0:
-        np.savez(out, *values)
-    return {"process": jax.process_index(), "devices": len(jax.devices()), "logs": logs}
-
-
 def async_callbacks(directory):
     """The callbacks of a search and of a training, as `fit` configures them (JAX backend)."""
     import keras
@@ -195,8 +175,6 @@ if __name__ == "__main__":
         result = mirrored()
     elif mode == "data-parallel":
         result = data_parallel()
-    elif mode == "multihost":
-        result = multihost(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     else:
         result = async_callbacks(sys.argv[2])
     print(json.dumps(result))
