@@ -4,8 +4,10 @@ A latency table holds the median LiteRT (TFLite) inference time of every part of
 multi-scale backbone at batch 1 and one input size: the fixed parts (stem, the transition
 before each cell, the head) and both candidates of each cell (all columns of a cell have the
 same widths, so one measurement serves them all). The predicted latency of a genotype is the
-sum of its parts (`predict_ms`); `column_costs` gives L_comp's normalised costs (Eq. 5) and
-`choose_within_budget` the most probable genotype within a latency budget.
+sum of its parts mapped through the table's calibration, `scale * sum + offset`, fitted on
+the all-parallel and all-fusion networks timed whole (`predict_ms`, `calibrate`);
+`column_costs` gives L_comp's normalised costs (Eq. 5) and `derive_within_budget` the most
+probable genotype within a latency budget.
 
 Each part is converted on its own (`tf.lite.TFLiteConverter`, float32 or int8 dynamic-range)
 and timed with `ai_edge_litert`'s interpreter: median of `runs` invocations after `warmup`.
@@ -108,9 +110,16 @@ def time_tflite(flatbuffer: bytes, threads=None, runs=20, warmup=3, seed=0):
 
 
 def measure_table(config: SupernetConfig, height=512, width=512, precisions=PRECISIONS, threads=None,
-                  runs=20, warmup=3, progress=None) -> dict:
-    """Times every part (see the module docstring) and returns the table as a dict."""
+                  runs=20, warmup=3, progress=None, calibrate_on=True) -> dict:
+    """Times every part (see the module docstring) and returns the table as a dict.
+
+    With `calibrate_on`, the all-parallel and all-fusion networks are also timed whole and
+    `measured = scale * sum of parts + offset` is fitted to them (`calibration`): a whole
+    network runs as one interpreter call, not one per part, and `predict_ms` applies it.
+    """
     _require_tensorflow_backend()
+    from clearer_tf.network import build_network
+
     import ai_edge_litert
     import keras
     import tensorflow as tf
@@ -139,7 +148,28 @@ def measure_table(config: SupernetConfig, height=512, width=512, precisions=PREC
             if progress:
                 progress(precision, name, ms)
         table["precisions"][precision] = {"parts": parts, "cells": cells}
+        if calibrate_on:
+            networks = []
+            for kind in CANDIDATES:  # all-parallel and all-fusion: the two ends of the range
+                layout = [[kind] * n for n in config.columns]
+                measured = measure_network(build_network(genotype_of(config, layout)), height, width, precision,
+                                           threads, runs, warmup)["median_ms"]
+                networks.append({"cells": layout, "parts_ms": round(parts_ms(table, layout, precision), 4),
+                                 "measured_ms": round(measured, 4)})
+                if progress:
+                    progress(precision, f"all {kind}", measured)
+            fit = calibrate([n["parts_ms"] for n in networks], [n["measured_ms"] for n in networks])
+            table["precisions"][precision]["calibration"] = {**fit, "networks": networks}
     return table
+
+
+def genotype_of(config: SupernetConfig, cells):
+    """The discrete genotype of `config`'s backbone with the given modules."""
+    from clearer_tf.genotype import Genotype
+
+    return Genotype(cells=[list(c) for c in cells], image_channels=config.image_channels,
+                    base_width=config.base_width, stem_planes=config.stem_planes, stem_blocks=config.stem_blocks,
+                    residual=config.residual)
 
 
 def save_table(table, path):
@@ -173,6 +203,20 @@ def fixed_ms(table, precision="float32") -> float:
     return float(sum(table["precisions"][precision]["parts"].values()))
 
 
+def calibration(table, precision="float32") -> tuple[float, float]:
+    """`(scale, offset)` of the table's calibration (`calibrate`), `(1, 0)` without one."""
+    fit = table["precisions"][precision].get("calibration")
+    return (1.0, 0.0) if not fit else (float(fit["scale"]), float(fit["offset"]))
+
+
+def calibrate(parts_ms, measured_ms) -> dict:
+    """Least-squares `measured = scale * parts + offset` over whole networks whose sum of
+    parts (`parts_ms`) and measured latency are known (two or more networks)."""
+    x, y = np.asarray(parts_ms, np.float64), np.asarray(measured_ms, np.float64)
+    scale, offset = np.polyfit(x, y, 1)
+    return {"scale": round(float(scale), 6), "offset": round(float(offset), 4)}
+
+
 def column_latency(table, columns, precision="float32") -> np.ndarray:
     """`(columns, 2)` latency in ms of (parallel, fusion) for each column, cell by cell."""
     cells = table["precisions"][precision]["cells"]
@@ -186,11 +230,23 @@ def column_costs(table, columns, precision="float32") -> np.ndarray:
     return lat / lat.sum()
 
 
-def predict_ms(table, cells, precision="float32") -> float:
-    """Predicted latency of a genotype (`cells`: per cell, "parallel"/"fusion" per column)."""
+def fastest_ms(table, columns, precision="float32") -> float:
+    """Predicted latency of the fastest genotype (the cheaper candidate in every column)."""
+    scale, offset = calibration(table, precision)
+    return scale * (fixed_ms(table, precision) + column_latency(table, columns, precision).min(axis=1).sum()) + offset
+
+
+def parts_ms(table, cells, precision="float32") -> float:
+    """Sum of a genotype's parts (`cells`: per cell, "parallel"/"fusion" per column)."""
     lat = column_latency(table, [len(c) for c in cells], precision)
     choice = [CANDIDATES.index(kind) for cell in cells for kind in cell]
     return fixed_ms(table, precision) + float(lat[np.arange(len(choice)), choice].sum())
+
+
+def predict_ms(table, cells, precision="float32") -> float:
+    """Predicted latency of a genotype: the sum of its parts, through the table's calibration."""
+    scale, offset = calibration(table, precision)
+    return scale * parts_ms(table, cells, precision) + offset
 
 
 def choose_within_budget(weights, latency, budget_ms, fixed=0.0, max_columns=24):
@@ -241,13 +297,19 @@ def derive_within_budget(weights, columns, table, budget_ms=None, precision="flo
     `report` is what `genotype.json` records (predicted latency, budget, which and why)."""
     weights = np.asarray(weights, np.float64)
     lat, fixed = column_latency(table, columns, precision), fixed_ms(table, precision)
+    scale, offset = calibration(table, precision)
     argmax = weights.argmax(axis=1)
-    argmax_ms = fixed + float(lat[np.arange(len(argmax)), argmax].sum())
+    argmax_ms = scale * (fixed + float(lat[np.arange(len(argmax)), argmax].sum())) + offset
     report = {"latency_precision": precision, "latency_size": table.get("size"),
               "argmax_predicted_latency_ms": round(argmax_ms, 4), "latency_budget_ms": budget_ms}
     choice, predicted, chosen = argmax.tolist(), argmax_ms, "argmax"
     if budget_ms is not None and argmax_ms > budget_ms:
-        choice, predicted = choose_within_budget(weights, lat, budget_ms, fixed)
+        try:  # the budget on the sum of the parts that the calibration maps to budget_ms
+            choice, predicted = choose_within_budget(weights, lat, (budget_ms - offset) / scale, fixed)
+        except LatencyError:
+            raise LatencyError(f"latency budget {budget_ms} ms: no genotype fits (the fastest is predicted at "
+                               f"{fastest_ms(table, columns, precision):.2f} ms)") from None
+        predicted = scale * predicted + offset
         chosen = (f"most probable within budget: the argmax genotype is predicted at {argmax_ms:.2f} ms "
                   f"> {budget_ms} ms")
     report.update(predicted_latency_ms=round(predicted, 4), chosen=chosen)

@@ -71,6 +71,16 @@ def test_measured_table_has_every_part_round_trips_and_guards_its_supernet(tmp_p
         assert [set(c) for c in timings["cells"]] == [{"parallel", "fusion"}] * 2
         assert all(v > 0 for v in timings["parts"].values())
     assert table["size"] == [16, 16] and table["runs"] == 20 and table["threads"] == 1
+    for precision in ("float32", "int8"):  # the calibration: both ends of the range timed whole
+        fit = table["precisions"][precision]["calibration"]
+        assert [n["cells"] for n in fit["networks"]] == [[["parallel"] * 2, ["parallel"]], [["fusion"] * 2, ["fusion"]]]
+        ends = [(n["parts_ms"], n["measured_ms"]) for n in fit["networks"]]
+        assert all(m > 0 for _, m in ends)
+        scale, offset = np.linalg.solve([[x, 1.0] for x, _ in ends], [y for _, y in ends])  # two points: exact
+        assert (fit["scale"], fit["offset"]) == (pytest.approx(scale, rel=1e-4), pytest.approx(offset, abs=1e-3))
+        for x, y in ends:
+            assert latency.predict_ms(table, fit["networks"][0]["cells"] if x == ends[0][0] else
+                                      fit["networks"][1]["cells"], precision) == pytest.approx(y, abs=2e-3)
     assert {"tensorflow", "keras", "ai_edge_litert"} <= set(table["versions"])
 
     path = tmp_path / "latency_table.json"
@@ -102,6 +112,33 @@ def test_derivation_keeps_the_argmax_within_budget_and_replaces_it_above():
     # within 8 ms: one of the cell-0 columns must turn parallel; the one with the weaker fusion vote
     assert cells_out == [["fusion", "parallel"], ["fusion"]] and report["predicted_latency_ms"] == 8.0
     assert report["chosen"].startswith("most probable within budget: the argmax genotype is predicted at 11.00")
+
+
+def test_calibration_is_least_squares_and_the_budget_applies_to_calibrated_predictions():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(5, 50, size=6)
+    y = 1.3 * x + 4.0 + rng.normal(0, 0.5, size=6)
+    fit = latency.calibrate(x, y)
+    expected = np.linalg.lstsq(np.stack([x, np.ones_like(x)], axis=1), y, rcond=None)[0]  # float64 reference
+    assert (fit["scale"], fit["offset"]) == (pytest.approx(expected[0], rel=1e-5), pytest.approx(expected[1], abs=1e-3))
+
+    cells = [{"parallel": 1.0, "fusion": 4.0}, {"parallel": 1.0, "fusion": 2.0}]
+    table = _table(cells, {"stem": 1.0, "transition0": 0.0, "transition1": 0.0, "head": 0.0})
+    table["precisions"]["float32"]["calibration"] = {"scale": 2.0, "offset": 3.0}
+    weights = [[0.4, 0.6], [0.45, 0.55], [0.3, 0.7]]
+    layouts = [[[a, b], [c]] for a, b, c in itertools.product(latency.CANDIDATES, repeat=3)]
+    for budget in (12.0, 19.0, 25.0, 100.0):  # brute force on the calibrated predictions
+        feasible = [c for c in layouts if 2.0 * latency.parts_ms(table, c) + 3.0 <= budget]
+        flat = lambda c: [k for cell in c for k in cell]  # noqa: E731
+        best = max(feasible, key=lambda c: np.prod([w[latency.CANDIDATES.index(k)]
+                                                    for w, k in zip(weights, flat(c))]))
+        cells_out, report = latency.derive_within_budget(weights, TINY.columns, table, budget_ms=budget)
+        assert cells_out == best, budget
+        assert report["predicted_latency_ms"] == pytest.approx(2.0 * latency.parts_ms(table, best) + 3.0)
+        assert report["argmax_predicted_latency_ms"] == pytest.approx(2.0 * 11.0 + 3.0)
+    assert latency.fastest_ms(table, TINY.columns) == pytest.approx(2.0 * 4.0 + 3.0)
+    with pytest.raises(ValueError, match=r"latency budget 10.0 ms: no genotype fits \(the fastest is predicted at 11.00"):
+        latency.derive_within_budget(weights, TINY.columns, table, budget_ms=10.0)
 
 
 def _tiny_search(tmp_path, table_cells, budget, lambda_comp=0.5):
