@@ -78,9 +78,11 @@ def test_measured_table_has_every_part_round_trips_and_guards_its_supernet(tmp_p
         assert all(m > 0 for _, m in ends)
         scale, offset = np.linalg.solve([[x, 1.0] for x, _ in ends], [y for _, y in ends])  # two points: exact
         assert (fit["scale"], fit["offset"]) == (pytest.approx(scale, rel=1e-4), pytest.approx(offset, abs=1e-3))
-        for x, y in ends:
-            assert latency.predict_ms(table, fit["networks"][0]["cells"] if x == ends[0][0] else
-                                      fit["networks"][1]["cells"], precision) == pytest.approx(y, abs=2e-3)
+        worst = max(abs(x / y - 1) for x, y in ends)
+        assert fit["max_sum_error"] == pytest.approx(worst, abs=1e-4) and fit["applied"] == (worst > 0.15)
+        for (x, y), network in zip(ends, fit["networks"]):  # applied: the two ends exactly; else the sums
+            assert latency.predict_ms(table, network["cells"], precision) == pytest.approx(
+                y if fit["applied"] else x, abs=2e-3)
     assert {"tensorflow", "keras", "ai_edge_litert"} <= set(table["versions"])
 
     path = tmp_path / "latency_table.json"
@@ -121,10 +123,11 @@ def test_calibration_is_least_squares_and_the_budget_applies_to_calibrated_predi
     fit = latency.calibrate(x, y)
     expected = np.linalg.lstsq(np.stack([x, np.ones_like(x)], axis=1), y, rcond=None)[0]  # float64 reference
     assert (fit["scale"], fit["offset"]) == (pytest.approx(expected[0], rel=1e-5), pytest.approx(expected[1], abs=1e-3))
+    assert fit["applied"] and not latency.calibrate([100.0, 200.0], [105.0, 190.0])["applied"]  # within 15 %
 
     cells = [{"parallel": 1.0, "fusion": 4.0}, {"parallel": 1.0, "fusion": 2.0}]
     table = _table(cells, {"stem": 1.0, "transition0": 0.0, "transition1": 0.0, "head": 0.0})
-    table["precisions"]["float32"]["calibration"] = {"scale": 2.0, "offset": 3.0}
+    table["precisions"]["float32"]["calibration"] = {"scale": 2.0, "offset": 3.0, "applied": True}
     weights = [[0.4, 0.6], [0.45, 0.55], [0.3, 0.7]]
     layouts = [[[a, b], [c]] for a, b, c in itertools.product(latency.CANDIDATES, repeat=3)]
     for budget in (12.0, 19.0, 25.0, 100.0):  # brute force on the calibrated predictions
