@@ -25,19 +25,21 @@ PAPER_8F4P = "F P P F / F F F F / P F F P"
 def genotypes(config, seed=0):
     import numpy as np
 
-    from clearer_tf.genotype import Genotype
+    from clearer_tf.genotype import Genotype, from_config
 
-    kw = dict(image_channels=config.image_channels, base_width=config.base_width,
-              stem_planes=config.stem_planes, stem_blocks=config.stem_blocks, residual=config.residual)
-    shape = " / ".join(" ".join("{}" for _ in range(n)) for n in config.columns)
+    def layout(kinds):  # one module per column, cell by cell
+        kinds = iter(kinds)
+        return [[next(kinds) for _ in range(n)] for n in config.columns]
+
+    total = sum(config.columns)
     rng = np.random.default_rng(seed)
-    out = {"all parallel": Genotype.from_string(shape.format(*["P"] * sum(config.columns)), **kw),
-           "all fusion": Genotype.from_string(shape.format(*["F"] * sum(config.columns)), **kw)}
+    out = {"all parallel": from_config(config, layout(["parallel"] * total)),
+           "all fusion": from_config(config, layout(["fusion"] * total))}
     if tuple(config.columns) == (4, 4, 4):
-        out["paper 8F/4P"] = Genotype.from_string(PAPER_8F4P, **kw)
+        out["paper 8F/4P"] = from_config(config, Genotype.from_string(PAPER_8F4P).cells)
+    names = {"P": "parallel", "F": "fusion"}
     for i in range(2):
-        out[f"random {i + 1}"] = Genotype.from_string(
-            shape.format(*rng.choice(["P", "F"], size=sum(config.columns))), **kw)
+        out[f"random {i + 1}"] = from_config(config, layout(names[k] for k in rng.choice(["P", "F"], size=total)))
     return out
 
 
@@ -110,11 +112,12 @@ def main(argv=None):
                                   progress=progress)
     rows = []
     keep(table, rows)
+    known = {precision: {tuple(map(tuple, n["cells"])): n["measured_ms"]  # the calibration's own timings
+                         for n in table["precisions"][precision]["calibration"]["networks"]}
+             for precision in args.precisions}
     for label, genotype in genotypes(config).items():
         for precision in args.precisions:
-            known = {tuple(map(tuple, n["cells"])): n["measured_ms"]
-                     for n in table["precisions"][precision]["calibration"]["networks"]}
-            measured = known.get(tuple(map(tuple, genotype.cells)))  # the calibration's own timings
+            measured = known[precision].get(tuple(map(tuple, genotype.cells)))
             if measured is None:
                 measured = latency.measure_network(build_network(genotype), height, width, precision, args.threads,
                                                    args.runs)["median_ms"]

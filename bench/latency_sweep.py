@@ -49,6 +49,7 @@ def main(argv=None):
     import numpy as np
 
     from clearer_tf import Genotype, latency
+    from clearer_tf.genotype import from_config
     from clearer_tf.network import build_network
     from clearer_tf.presets import get_preset
 
@@ -60,9 +61,7 @@ def main(argv=None):
         latency.save_table(latency.measure_table(config, height, width, ("float32",), args.threads, args.runs),
                            table_path)
     table = latency.load_table(table_path, config)
-    scale, offset = latency.calibration(table)
-    fastest = latency.fastest_ms(table, config.columns)
-    slowest = scale * (latency.fixed_ms(table) + latency.column_latency(table, config.columns).max(axis=1).sum()) + offset
+    fastest, slowest = latency.range_ms(table, config.columns)
     common = ["--task", "denoise", "--preset", "quick", "--sigma", str(args.sigma)]
     size = ["--latency-size", f"{height}x{width}", "--latency-table", table_path]
     if args.threads:
@@ -79,10 +78,8 @@ def main(argv=None):
             cli("train_scripts/search.py", *common, *size, *flags, "--out", folder, "--overwrite")
         genotype = Genotype.load(os.path.join(folder, "genotype.json"))
         genotypes.setdefault(genotype.short(), (genotype, []))[1].append(label)
-    kw = dict(base_width=config.base_width, stem_planes=config.stem_planes, stem_blocks=config.stem_blocks)
-    shape = " / ".join(" ".join("{}" for _ in range(n)) for n in config.columns)
-    for label, kind in (("all parallel", "P"), ("all fusion", "F")):
-        genotype = Genotype.from_string(shape.format(*[kind] * sum(config.columns)), **kw)
+    for label, kind in (("all parallel", "parallel"), ("all fusion", "fusion")):
+        genotype = from_config(config, [[kind] * n for n in config.columns])
         genotypes.setdefault(genotype.short(), (genotype, []))[1].append(label)
 
     rows = []

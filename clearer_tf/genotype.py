@@ -246,6 +246,20 @@ def _int_list(value):
     return isinstance(value, list) and all(_is_int(v) for v in value)
 
 
+def from_config(config: SupernetConfig, cells, **fields) -> Genotype:
+    """The genotype of `config`'s backbone with the given modules (`cells`: per cell, one
+    "parallel"/"fusion" per column); `fields` as `Genotype`'s (weights, task, ...)."""
+    return Genotype(
+        cells=[list(cell) for cell in cells],
+        image_channels=config.image_channels,
+        base_width=config.base_width,
+        stem_planes=config.stem_planes,
+        stem_blocks=config.stem_blocks,
+        residual=config.residual,
+        **fields,
+    )
+
+
 def derive(model, config: SupernetConfig, **fields) -> Genotype:
     """Discretise a supernet: each column takes argmax of softmax(alpha)."""
     columns = mixed_columns(model)
@@ -256,13 +270,4 @@ def derive(model, config: SupernetConfig, **fields) -> Genotype:
         cells.append([CANDIDATES[int(i)] for i in block.argmax(axis=1)])
         weight_cells.append(block.round(6).tolist())
         k += n
-    return Genotype(
-        cells=cells,
-        image_channels=config.image_channels,
-        base_width=config.base_width,
-        stem_planes=config.stem_planes,
-        stem_blocks=config.stem_blocks,
-        residual=config.residual,
-        weights=weight_cells,
-        **fields,
-    )
+    return from_config(config, cells, weights=weight_cells, **fields)

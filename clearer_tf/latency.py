@@ -119,6 +119,7 @@ def measure_table(config: SupernetConfig, height=512, width=512, precisions=PREC
     applies it where a sum of parts is off by more than 15 %.
     """
     _require_tensorflow_backend()
+    from clearer_tf import genotype
     from clearer_tf.network import build_network
 
     import ai_edge_litert
@@ -153,7 +154,7 @@ def measure_table(config: SupernetConfig, height=512, width=512, precisions=PREC
             networks = []
             for kind in CANDIDATES:  # all-parallel and all-fusion: the two ends of the range
                 layout = [[kind] * n for n in config.columns]
-                measured = measure_network(build_network(genotype_of(config, layout)), height, width, precision,
+                measured = measure_network(build_network(genotype.from_config(config, layout)), height, width, precision,
                                            threads, runs, warmup)["median_ms"]
                 networks.append({"cells": layout, "parts_ms": round(parts_ms(table, layout, precision), 4),
                                  "measured_ms": round(measured, 4)})
@@ -162,15 +163,6 @@ def measure_table(config: SupernetConfig, height=512, width=512, precisions=PREC
             fit = calibrate([n["parts_ms"] for n in networks], [n["measured_ms"] for n in networks])
             table["precisions"][precision]["calibration"] = {**fit, "networks": networks}
     return table
-
-
-def genotype_of(config: SupernetConfig, cells):
-    """The discrete genotype of `config`'s backbone with the given modules."""
-    from clearer_tf.genotype import Genotype
-
-    return Genotype(cells=[list(c) for c in cells], image_channels=config.image_channels,
-                    base_width=config.base_width, stem_planes=config.stem_planes, stem_blocks=config.stem_blocks,
-                    residual=config.residual)
 
 
 def save_table(table, path):
@@ -238,10 +230,16 @@ def column_costs(table, columns, precision="float32") -> np.ndarray:
     return lat / lat.sum()
 
 
-def fastest_ms(table, columns, precision="float32") -> float:
-    """Predicted latency of the fastest genotype (the cheaper candidate in every column)."""
+def range_ms(table, columns, precision="float32") -> tuple[float, float]:
+    """Predicted latency of the fastest and of the slowest genotype (the cheaper, the dearer
+    candidate in every column)."""
     scale, offset = calibration(table, precision)
-    return scale * (fixed_ms(table, precision) + column_latency(table, columns, precision).min(axis=1).sum()) + offset
+    lat, fixed = column_latency(table, columns, precision), fixed_ms(table, precision)
+    return (scale * (fixed + lat.min(axis=1).sum()) + offset, scale * (fixed + lat.max(axis=1).sum()) + offset)
+
+
+def fastest_ms(table, columns, precision="float32") -> float:
+    return range_ms(table, columns, precision)[0]
 
 
 def parts_ms(table, cells, precision="float32") -> float:
