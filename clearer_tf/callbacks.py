@@ -9,6 +9,7 @@
   temporary or unreferenced files are removed when a run starts. Also restores the wall clock.
 * `TensorBoard`: Keras' callback with the iteration (not the epoch) as the step, NaN values
   (no architecture step yet) left out, extra scalars (alpha) and no per-step work.
+* `Progress`: Keras' progress bar without the metrics that have no value yet (NaN).
 * `AlphaHistory`: the search's `alpha_history.csv`, alpha/softmax scalars and `alpha_history.png`.
 * `WallClock`, `StepClock`, `TimeLimit`: time of the run over resumes, time to the first step
   and steady step time, a wall-clock budget.
@@ -343,6 +344,33 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 # --- logs -----------------------------------------------------------------------------------
+def defined(logs) -> dict:
+    """`logs` without NaN values (a mean over no step: the architecture step's metrics
+    during the search's weight-only warm-up)."""
+    out = {}
+    for key, value in (logs or {}).items():
+        try:
+            if math.isnan(float(value)):
+                continue
+        except (TypeError, ValueError):  # not a scalar: kept as it is
+            pass
+        out[key] = value
+    return out
+
+
+class Progress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar (`fit`'s `verbose` decides its form) showing only `defined` metrics,
+    so that a warm-up epoch does not print `arch_loss: nan`."""
+
+    async_safe = True  # as Keras' own bar: it reads the logs only to print them
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, defined(logs) if self.verbose == 1 else logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, defined(logs))
+
+
 class TensorBoard(keras.callbacks.TensorBoard):
     """Keras' TensorBoard callback, logging at the end of each epoch with the iteration as step.
 
@@ -371,8 +399,7 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
     def on_epoch_end(self, epoch, logs=None):
         step = (epoch + 1) * self.params["steps"]
-        logs = {k: v for k, v in (logs or {}).items() if not (isinstance(v, float) and math.isnan(v))}
-        super().on_epoch_end(step, logs)
+        super().on_epoch_end(step, defined(logs))
         with self._train_writer.as_default(step=step):
             for scalars in self.extra:
                 for tag, value in scalars().items():
@@ -447,5 +474,6 @@ def async_dispatch(callbacks) -> bool:
                for cb in callbacks)
 
 
-__all__ = ["AlphaHistory", "Backup", "RunRecord", "barrier", "save_model", "save_weights", "StepClock", "TensorBoard", "TimeLimit", "WallClock",
-           "async_dispatch", "differences", "process_seconds", "read_backup"]
+__all__ = ["AlphaHistory", "Backup", "Progress", "RunRecord", "barrier", "save_model", "save_weights", "StepClock",
+           "TensorBoard", "TimeLimit", "WallClock", "async_dispatch", "defined", "differences", "process_seconds",
+           "read_backup"]

@@ -128,6 +128,21 @@ def test_fit_counts_architecture_steps_only_after_warmup_and_logs_per_epoch():
     assert isinstance(search.genotype().short(), str)
 
 
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_progress_bar_shows_no_architecture_metric_before_the_first_architecture_step(capsys, verbose):
+    from clearer_tf.callbacks import Progress
+
+    config = SearchConfig(iterations=6, warmup=4, batch_size=2, patch_size=16, log_every=2, jit_compile=False)
+    search = search_helpers.make_search(search_config=config)
+    search.fit(search_helpers.dataset(search_helpers.random_batches(6, size=2)), epochs=3, steps_per_epoch=2,
+               verbose=verbose, shuffle=False, callbacks=[Progress()])
+    epochs = capsys.readouterr().out.split("Epoch ")[1:]
+    assert [e.split("/")[0] for e in epochs] == ["1", "2", "3"]  # one bar: Keras added none of its own
+    for text in epochs[:2]:  # warm-up epochs
+        assert "nan" not in text and "arch_loss" not in text and "loss:" in text
+    assert "arch_loss:" in epochs[2] and "nan" not in epochs[2]
+
+
 def test_checks_reject_what_the_supernet_or_fit_cannot_run():
     with pytest.raises(ValueError, match="multiple of 4"):
         validate(SupernetConfig(columns=(1, 1)), SearchConfig(patch_size=18))

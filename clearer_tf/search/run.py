@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import keras
 
 from clearer_tf import device, latency
-from clearer_tf.callbacks import (AlphaHistory, Backup, RunRecord, TensorBoard, WallClock, barrier, is_first_process,
-                                  jsonable, read_backup)
+from clearer_tf.callbacks import (AlphaHistory, Backup, Progress, RunRecord, TensorBoard, WallClock, barrier,
+                                  is_first_process, jsonable, read_backup)
 from clearer_tf.search.model import SupernetSearch
 from clearer_tf.search.backend import replicas_in_sync
 from clearer_tf.search.objective import validate
@@ -69,10 +69,10 @@ def check_run(out_dir, supernet_config, search_config, task_data, resume=False, 
 
 
 def search_callbacks(search_config, out_dir, final_epoch, write=True):
-    """The callbacks of a search run: backup, wall clock, alpha history, TensorBoard."""
+    """The callbacks of a search run: backup, wall clock, progress bar, alpha history, TensorBoard."""
     clock = WallClock()
     callbacks = [Backup(os.path.join(out_dir, "backup"), search_config.checkpoint_every // search_config.log_every,
-                        final_epoch, clock=clock, write=write), clock]
+                        final_epoch, clock=clock, write=write), clock, Progress()]
     if write:
         history = AlphaHistory(os.path.join(out_dir, "alpha_history.csv"), os.path.join(out_dir, "alpha_history.png"))
         callbacks += [history, *TensorBoard.create(os.path.join(out_dir, "tensorboard"), extra=[history.scalars])]
