@@ -2,6 +2,8 @@
 """PSNR against measured LiteRT latency: latency-aware searches, each found network trained.
 
     KERAS_BACKEND=tensorflow python bench/latency_sweep.py --out runs/latency-sweep --threads 2 \
+        --lambdas 0 0.1 1 3 10 --budgets 0.25 0.5 --train-iterations 2000 --validate-every 250 \
+        --train-data ../shared/datasets/BSDS500/train --seeds 0 1 2 \
         --json docs/runs/latency_sweep_cpu.json --plot docs/latency_sweep.png
 
 On the quick preset (grayscale denoising, sigma 50, the bundled samples), with one latency table
@@ -10,9 +12,13 @@ measured first (`--size`, `--threads`, float32):
   - searches with `--lambda-comp 0` and a budget (`--latency-budget-ms`) at each `--budgets`
     fraction of the way from the fastest to the slowest predicted genotype (calibrated);
   - all-parallel and all-fusion genotypes as the two ends of the range.
-Every distinct genotype is trained with `train.py --preset quick` (same seed), and its validation
-PSNR (best, bundled Set12 sample) is plotted against its measured LiteRT latency (whole network,
-median of `--runs`). The scripts run as a user runs them (subprocesses of the CLIs).
+Every distinct genotype is trained with `train.py --preset quick` once per `--seeds` value (on
+`--train-data`, default the bundled 12 images; `--train-iterations`, `--train-patch-size`), and
+its validation PSNR (best validation, bundled Set12 sample: 4 images; mean over seeds, bars from
+the lowest to the highest) is plotted against its measured LiteRT latency (whole network, median
+of `--runs`). The seeds show how much of a PSNR difference is noise. The scripts run as a user
+runs them (subprocesses of the CLIs); finished searches and trainings in `--out` are reused, and
+`--replot JSON --plot PNG` only redraws the picture.
 """
 
 import argparse
@@ -31,6 +37,49 @@ def cli(*args):
                    env={**os.environ, "KERAS_BACKEND": "tensorflow"})
 
 
+def compact(labels):
+    """'lambda_comp 0', 'lambda_comp 3', 'budget 0.5 (764.5 ms)' -> 'lambda_comp 0, 3; budget 0.5 (764.5 ms)'."""
+    groups = {}
+    for label in labels:
+        name, _, value = label.partition(" ")
+        groups.setdefault(name, []).append(value)
+    return "; ".join(f"{name} {', '.join(values)}" for name, values in groups.items())
+
+
+def plot(result, path):
+    """Validation PSNR (mean over seeds, bars: lowest to highest) against measured latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = result["rows"]
+    x = np.array([r["measured_ms"] for r in rows])
+    y = np.array([r["val_psnr"] for r in rows])
+    spread = np.array([[r["val_psnr"] - min(r["val_psnr_per_seed"]), max(r["val_psnr_per_seed"]) - r["val_psnr"]]
+                       for r in rows]).T
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    ax.errorbar(x, y, yerr=spread, fmt="o", capsize=3, label="trained networks (mean, lowest..highest seed)")
+    ax.scatter([r["predicted_ms"] for r in rows], y, marker="x", color="0.5", s=18,
+               label="the same, at the table's predicted latency")
+    for r in rows:
+        ax.annotate(f"{r['genotype']}\n{compact(r['settings'])}", (r["measured_ms"], r["val_psnr"]),
+                    fontsize=6, xytext=(5, 3), textcoords="offset points")
+    (height, width), threads = result["size"], result["threads"] or "default"
+    ax.set_xlim(x.min() - 0.05 * np.ptp(x), x.max() + 0.3 * np.ptp(x))
+    ax.set_xlabel(f"LiteRT latency, float32, batch 1, {height}x{width}, {threads} threads (ms)")
+    ax.set_ylabel(f"validation PSNR (dB), sigma {result['sigma']:g}, {len(result['seeds'])} seeds")
+    ax.set_title(f"quick preset, {result['device']}, {result['date']}: latency-aware searches, each network "
+                 f"trained {result['train_iterations']} iterations\non {result['train_patch_size']}px patches of "
+                 f"{result.get('train_data', 'the bundled sample')}, validated on the bundled Set12 sample (4 images)",
+                 fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/latency-sweep")
@@ -38,12 +87,25 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--sigma", type=float, default=50.0)
-    p.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 1.0])
-    p.add_argument("--budgets", type=float, nargs="+", default=[0.5],
+    p.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 1.0, 3.0, 10.0])
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5],
                    help="fractions of the predicted range (fastest .. slowest genotype)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="train every genotype once per seed")
+    p.add_argument("--train-iterations", type=int, default=None, help="default: the quick preset's")
+    p.add_argument("--validate-every", type=int, default=None, help="default: the quick preset's")
+    p.add_argument("--train-patch-size", type=int, default=None, help="default: the quick preset's")
+    p.add_argument("--train-data", metavar="DIR", help="training images (default: the bundled sample, 12 images)")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--plot", metavar="PNG")
+    p.add_argument("--replot", metavar="JSON", help="only draw --plot from a JSON this script wrote")
     args = p.parse_args(argv)
+    if args.replot:
+        if not args.plot:
+            p.error("--replot needs --plot PNG")
+        with open(args.replot, encoding="utf-8") as f:
+            plot(json.load(f), args.plot)
+        return 0
     height, width = (int(v) for v in args.size.lower().split("x"))
 
     import numpy as np
@@ -61,19 +123,23 @@ def main(argv=None):
         latency.save_table(latency.measure_table(config, height, width, ("float32",), args.threads, args.runs),
                            table_path)
     table = latency.load_table(table_path, config)
+    if list(table["size"]) != [height, width] or table.get("threads") != args.threads:
+        sys.exit(f"{table_path}: measured at {table['size']} with {table.get('threads')} threads, "
+                 f"not {[height, width]} with {args.threads}; use another --out")
     fastest, slowest = latency.range_ms(table, config.columns)
     common = ["--task", "denoise", "--preset", "quick", "--sigma", str(args.sigma)]
     size = ["--latency-size", f"{height}x{width}", "--latency-table", table_path]
     if args.threads:
         size += ["--latency-threads", str(args.threads)]
 
-    settings = [(f"lambda_comp {lam:g}", ["--cost", "latency", "--lambda-comp", str(lam)]) for lam in args.lambdas]
-    settings += [(f"budget {b:g} ({fastest + b * (slowest - fastest):.1f} ms)",
+    settings = [(f"lambda_comp {lam:g}", f"lambda{lam:g}", ["--cost", "latency", "--lambda-comp", str(lam)])
+                for lam in args.lambdas]
+    settings += [(f"budget {b:g} ({fastest + b * (slowest - fastest):.1f} ms)", f"budget{b:g}",
                   ["--lambda-comp", "0", "--latency-budget-ms", f"{fastest + b * (slowest - fastest):.3f}"])
                  for b in args.budgets]
     genotypes = {}  # short string -> (genotype, [labels])
-    for i, (label, flags) in enumerate(settings):
-        folder = os.path.join(out, f"search-{i}")
+    for label, slug, flags in settings:
+        folder = os.path.join(out, f"search-{slug}")
         if not os.path.isfile(os.path.join(folder, "genotype.json")):
             cli("train_scripts/search.py", *common, *size, *flags, "--out", folder, "--overwrite")
         genotype = Genotype.load(os.path.join(folder, "genotype.json"))
@@ -83,48 +149,49 @@ def main(argv=None):
         genotypes.setdefault(genotype.short(), (genotype, []))[1].append(label)
 
     rows = []
+    iterations = args.train_iterations or get_preset("quick").train.iterations
+    patch = args.train_patch_size or get_preset("quick").train.patch_size
+    train_flags = ["--iterations", str(iterations), "--patch-size", str(patch)]
+    if args.validate_every:
+        train_flags += ["--validate-every", str(args.validate_every)]
+    if args.train_data:
+        train_flags += ["--data", os.path.abspath(args.train_data)]
     for short, (genotype, labels) in genotypes.items():
-        folder = os.path.join(out, "train-" + short.replace(" / ", "_").replace(" ", ""))
-        os.makedirs(folder, exist_ok=True)
-        genotype.save(os.path.join(folder, "input_genotype.json"))
-        if not os.path.isfile(os.path.join(folder, "train_summary.json")):
-            cli("train_scripts/train.py", "--genotype", os.path.join(folder, "input_genotype.json"), *common[2:],
-                "--out", folder, "--overwrite")
-        with open(os.path.join(folder, "train_summary.json"), encoding="utf-8") as f:
-            validation = json.load(f)["validation"]
+        name = f"train-{short.replace(' / ', '_').replace(' ', '')}-it{iterations}"
+        name += f"-p{patch}" if patch != 32 else ""
+        if args.train_data:
+            name += "-" + "-".join(os.path.abspath(args.train_data).split(os.sep)[-2:])
+        psnrs = []
+        for seed in args.seeds:
+            folder = os.path.join(out, f"{name}-seed{seed}")
+            os.makedirs(folder, exist_ok=True)
+            genotype.save(os.path.join(folder, "input_genotype.json"))
+            if not os.path.isfile(os.path.join(folder, "train_summary.json")):
+                cli("train_scripts/train.py", "--genotype", os.path.join(folder, "input_genotype.json"),
+                    *common[2:], *train_flags, "--seed", str(seed), "--out", folder, "--overwrite")
+            with open(os.path.join(folder, "train_summary.json"), encoding="utf-8") as f:
+                validation = json.load(f)["validation"]
+            psnrs.append(round(validation["best_psnr"], 3))
         measured = latency.measure_network(build_network(genotype), height, width, "float32", args.threads, args.runs)
-        rows.append({"genotype": short, "settings": labels, "val_psnr": round(validation["best_psnr"], 3),
+        rows.append({"genotype": short, "settings": labels, "val_psnr_per_seed": psnrs,
+                     "val_psnr": round(float(np.mean(psnrs)), 3),
                      "input_psnr": round(validation["input_psnr"], 3),
                      "predicted_ms": round(latency.predict_ms(table, genotype.cells), 3),
                      "measured_ms": round(measured["median_ms"], 3)})
         print(f"| `{short}` | {', '.join(labels)} | {rows[-1]['predicted_ms']} | {rows[-1]['measured_ms']} | "
-              f"{rows[-1]['val_psnr']} |", flush=True)
+              f"{rows[-1]['val_psnr']} ({', '.join(map(str, psnrs))}) |", flush=True)
 
     result = {"command": "python bench/latency_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": datetime.date.today().isoformat(), "device": table["device"], "threads": args.threads,
-              "size": [height, width], "predicted_range_ms": [round(fastest, 3), round(slowest, 3)], "rows": rows}
+              "size": [height, width], "sigma": args.sigma, "seeds": args.seeds,
+              "train_iterations": iterations, "train_patch_size": patch,
+              "train_data": args.train_data or "bundled sample (12 images)",
+              "predicted_range_ms": [round(fastest, 3), round(slowest, 3)], "rows": rows}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        x = np.array([r["measured_ms"] for r in rows])
-        y = np.array([r["val_psnr"] for r in rows])
-        ax.scatter(x, y)
-        for r in rows:
-            ax.annotate(f"{r['genotype']}\n{'; '.join(r['settings'])}", (r["measured_ms"], r["val_psnr"]),
-                        fontsize=6, xytext=(4, 2), textcoords="offset points")
-        ax.set_xlabel(f"measured LiteRT latency, float32, {height}x{width}, {args.threads or 'default'} threads (ms)")
-        ax.set_ylabel("validation PSNR (dB), sigma 50")
-        ax.set_title("quick preset: latency-aware searches, networks trained 600 iterations", fontsize=9)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=130)
+        plot(result, args.plot)
     return 0
 
 
