@@ -134,9 +134,9 @@ def main(argv=None):
 
     settings = [(f"lambda_comp {lam:g}", f"lambda{lam:g}", ["--cost", "latency", "--lambda-comp", str(lam)])
                 for lam in args.lambdas]
-    settings += [(f"budget {b:g} ({fastest + b * (slowest - fastest):.1f} ms)", f"budget{b:g}",
-                  ["--lambda-comp", "0", "--latency-budget-ms", f"{fastest + b * (slowest - fastest):.3f}"])
-                 for b in args.budgets]
+    budgets_ms = [(b, fastest + b * (slowest - fastest)) for b in args.budgets]
+    settings += [(f"budget {b:g} ({ms:.1f} ms)", f"budget{b:g}",
+                  ["--lambda-comp", "0", "--latency-budget-ms", f"{ms:.3f}"]) for b, ms in budgets_ms]
     genotypes = {}  # short string -> (genotype, [labels])
     for label, slug, flags in settings:
         folder = os.path.join(out, f"search-{slug}")
@@ -149,18 +149,18 @@ def main(argv=None):
         genotypes.setdefault(genotype.short(), (genotype, []))[1].append(label)
 
     rows = []
-    iterations = args.train_iterations or get_preset("quick").train.iterations
-    patch = args.train_patch_size or get_preset("quick").train.patch_size
+    preset_train = get_preset("quick").train
+    iterations = args.train_iterations or preset_train.iterations
+    patch = args.train_patch_size or preset_train.patch_size
     train_flags = ["--iterations", str(iterations), "--patch-size", str(patch)]
+    suffix = f"-it{iterations}" + (f"-p{patch}" if patch != preset_train.patch_size else "")  # folder name
     if args.validate_every:
         train_flags += ["--validate-every", str(args.validate_every)]
     if args.train_data:
         train_flags += ["--data", os.path.abspath(args.train_data)]
+        suffix += "-" + "-".join(os.path.abspath(args.train_data).split(os.sep)[-2:])
     for short, (genotype, labels) in genotypes.items():
-        name = f"train-{short.replace(' / ', '_').replace(' ', '')}-it{iterations}"
-        name += f"-p{patch}" if patch != 32 else ""
-        if args.train_data:
-            name += "-" + "-".join(os.path.abspath(args.train_data).split(os.sep)[-2:])
+        name = f"train-{short.replace(' / ', '_').replace(' ', '')}{suffix}"
         psnrs = []
         for seed in args.seeds:
             folder = os.path.join(out, f"{name}-seed{seed}")
