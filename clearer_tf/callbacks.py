@@ -201,6 +201,7 @@ class Backup(keras.callbacks.BackupAndRestore):
 
     Args:
         backup_dir: the folder (only this callback writes there).
+        stoppers: `TimeLimit` / `StopAtStep` callbacks; an epoch they cut short is not backed up.
         every: back up after every `every` epochs, and after the epoch `final_epoch`.
         clock: a `WallClock`; its seconds are backed up and restored with the weights.
         write: False on the processes of a multi-process run other than the first (they
@@ -215,9 +216,10 @@ class Backup(keras.callbacks.BackupAndRestore):
 
     on_train_batch_end = keras.callbacks.Callback.on_train_batch_end  # no per-step hook
 
-    def __init__(self, backup_dir, every=1, final_epoch=None, clock=None, write=True):
+    def __init__(self, backup_dir, every=1, final_epoch=None, clock=None, write=True, stoppers=()):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
         self.every, self.final_epoch, self.clock, self.write = int(every), final_epoch, clock, write
+        self.stoppers = list(stoppers)  # `TimeLimit`/`StopAtStep`: no backup of an epoch they cut short
         self.restored = None
 
     def on_train_begin(self, logs=None):
@@ -243,6 +245,8 @@ class Backup(keras.callbacks.BackupAndRestore):
             self.clock.earlier = float(meta.get("seconds", 0.0))
 
     def on_epoch_end(self, epoch, logs=None):
+        if any(stopper.partial for stopper in self.stoppers):
+            return  # a resumed run redoes this epoch from the last backup, as an uninterrupted run would
         self._current_epoch = epoch + 1
         if self._current_epoch % self.every == 0 or self._current_epoch == self.final_epoch:
             self._save_model()
@@ -326,21 +330,64 @@ class StepClock(keras.callbacks.Callback):
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stops after the last epoch (validation period) that ends within `seconds` of `start`,
-    judging the next epoch's length by the one just ended (the first, which compiles, is the
-    longest, so the estimate errs on the safe side only there)."""
+    """Stops at the last step that ends within `seconds` of `start`: at any step, not only at an
+    epoch end (the epoch's validation and checkpoint then follow).
+
+    When a step has finished (`on_train_batch_end`, on Keras' callback thread when it dispatches
+    asynchronously) it updates the step time, the mean since the end of this run's first step
+    (whose compilation does not count). Before each step is dispatched (`on_train_batch_begin`, on
+    the main thread, which may run ahead of the device) it predicts when the step after it would
+    end, counting the steps still queued, and stops if that is past the limit. `partial` tells
+    whether it stopped inside an epoch (`Backup` then keeps the backup of the last whole epoch).
+    """
+
+    async_safe = True
 
     def __init__(self, seconds, start=None):
         super().__init__()
         self.seconds, self.start = seconds, time.time() if start is None else start
-        self._last = self.start
-        self.stopped = False
+        self.stopped = self.partial = False
+        self._first = self._last = self._step = None
+        self._begun = self._done = 0
 
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.time()
-        length, self._last = now - self._last, now
-        if now + length - self.start > self.seconds:
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begun += 1
+        if self.stopped or self._step is None:
+            return
+        queued = self._begun - self._done  # this step and those dispatched before it, not yet finished
+        if self._last + (queued + 1) * self._step - self.start > self.seconds:
             self.model.stop_training = self.stopped = True
+            self.partial = batch + 1 < self.params["steps"]
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        self._done += 1
+        if self._first is None:
+            self._first = now
+        else:
+            self._step = (now - self._first) / (self._done - 1)
+        self._last = now
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops when the schedule reaches `step`, inside an epoch: epoch `e` covers the steps after
+    `offset + e * steps_per_epoch` (a warm start at a step that is not an epoch boundary, or a
+    schedule that ends inside an epoch). `partial` as in `TimeLimit`. Decides before the step
+    runs, so it is exact when Keras dispatches the step hooks asynchronously."""
+
+    def __init__(self, step, offset=0):
+        super().__init__()
+        self.step, self.offset = int(step), int(offset)
+        self.stopped = self.partial = False
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):  # on the main thread: exact also when dispatch is async
+        if self.offset + self._epoch * self.params["steps"] + batch + 1 >= self.step and not self.stopped:
+            self.model.stop_training = self.stopped = True
+            self.partial = batch + 1 < self.params["steps"]
 
 
 # --- logs -----------------------------------------------------------------------------------
@@ -375,35 +422,104 @@ class TensorBoard(keras.callbacks.TensorBoard):
     """Keras' TensorBoard callback, logging at the end of each epoch with the iteration as step.
 
     Values that are NaN (a mean over no step) are left out; `extra` callables return more
-    `{tag: value}` scalars at each epoch end. Without profiling it has no per-step work.
-    Missing `tensorboard` package: `TensorBoard.create(...)` warns and returns no callback.
+    `{tag: value}` scalars at each epoch end; `step(model, epoch, steps_per_epoch)` gives the
+    step of an epoch end (default `(epoch + 1) * steps`). Without profiling it has no per-step
+    work. `TensorBoard.create(...)` returns it where TensorFlow is installed, `EventScalars`
+    (the same event files, written by the `tensorboard` package) where it is not, and warns and
+    returns no callback without the `tensorboard` package.
     """
 
-    def __init__(self, log_dir, extra=(), profile_batch=0, **kwargs):
+    def __init__(self, log_dir, extra=(), profile_batch=0, step=None, **kwargs):
         super().__init__(log_dir, write_graph=False, profile_batch=profile_batch, **kwargs)
-        self.extra = list(extra)
+        self.extra, self.step_of = list(extra), step
         self.async_safe = not self._should_trace  # on_train_batch_end only profiles
 
     @classmethod
-    def create(cls, log_dir, extra=(), profile_batch=0):
+    def create(cls, log_dir, extra=(), profile_batch=0, step=None):
         try:
             import tensorboard  # noqa: F401
         except ImportError:
             warnings.warn("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
             return []
-        return [cls(log_dir, extra, profile_batch)]
+        from clearer_tf.quiet import has_tensorflow
+
+        kind = cls if has_tensorflow() else EventScalars
+        return [kind(log_dir, extra, profile_batch, step)]
 
     def on_train_batch_end(self, batch, logs=None):
         if self._should_trace:
             super().on_train_batch_end(batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        step = (epoch + 1) * self.params["steps"]
+        step = epoch_step(self, epoch)
         super().on_epoch_end(step, defined(logs))
         with self._train_writer.as_default(step=step):
             for scalars in self.extra:
                 for tag, value in scalars().items():
                     self.summary.scalar(tag, value)
+
+
+def epoch_step(callback, epoch) -> int:
+    if callback.step_of is not None:
+        return callback.step_of(callback.model, epoch, callback.params["steps"])
+    return (epoch + 1) * callback.params["steps"]
+
+
+class EventScalars(keras.callbacks.Callback):
+    """`TensorBoard` without TensorFlow (the JAX backend on a machine without it): the epoch
+    scalars (`train/`, tags `epoch_<name>`, as Keras writes them) and the `extra` ones through the
+    `tensorboard` package's event writer; batches `profile_batch` (FIRST, LAST) of the first
+    epoch traced with `jax.profiler` into `log_dir/plugins/profile/`."""
+
+    def __init__(self, log_dir, extra=(), profile_batch=0, step=None):
+        super().__init__()
+        self.log_dir, self.extra, self.step_of = os.fspath(log_dir), list(extra), step
+        first, last = (profile_batch, profile_batch) if isinstance(profile_batch, int) else profile_batch
+        self.profile = (int(first), int(last)) if first else None
+        self.async_safe = self.profile is None
+        self._writer, self._tracing, self._epochs = None, False, 0
+
+    def on_train_begin(self, logs=None):
+        from tensorboard.summary import Writer
+
+        self._writer = Writer(os.path.join(self.log_dir, "train"))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.profile and not self._epochs and batch + 1 == self.profile[0]:
+            import jax
+
+            jax.profiler.start_trace(self.log_dir)
+            self._tracing = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._tracing and batch + 1 >= self.profile[1]:
+            self._stop_trace()
+
+    def _stop_trace(self):
+        import jax
+
+        jax.effects_barrier()
+        jax.profiler.stop_trace()
+        self._tracing = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = epoch_step(self, epoch)
+        for name, value in defined(logs).items():
+            try:
+                self._writer.add_scalar(f"epoch_{name}", float(value), step)
+            except (TypeError, ValueError):
+                continue  # not a scalar
+        for scalars in self.extra:
+            for tag, value in scalars().items():
+                self._writer.add_scalar(tag, float(value), step)
+        self._writer.flush()
+        self._epochs += 1
+
+    def on_train_end(self, logs=None):
+        if self._tracing:
+            self._stop_trace()
+        if self._writer is not None:
+            self._writer.close()
 
 
 class AlphaHistory(keras.callbacks.Callback):
@@ -461,9 +577,18 @@ class AlphaHistory(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.plot_path:
-            from clearer_tf import plots
+            picture(lambda plots: plots.plot_alpha_history(self.path, self.plot_path))
 
-            plots.plot_alpha_history(self.path, self.plot_path)
+
+def picture(draw):
+    """`draw(clearer_tf.plots)`, or one warning where matplotlib is missing (a GPU machine with
+    only JAX: `bench/lease_finish.sh` draws the pictures from the CSV and JSON afterwards)."""
+    try:
+        from clearer_tf import plots
+    except ImportError as e:
+        warnings.warn(f"no pictures ({e}): pip install matplotlib")
+        return
+    draw(plots)
 
 
 def async_dispatch(callbacks) -> bool:
@@ -476,4 +601,4 @@ def async_dispatch(callbacks) -> bool:
 
 __all__ = ["AlphaHistory", "Backup", "Progress", "RunRecord", "barrier", "save_model", "save_weights", "StepClock",
            "TensorBoard", "TimeLimit", "WallClock", "async_dispatch", "defined", "differences", "process_seconds",
-           "read_backup"]
+           "read_backup", "StopAtStep", "EventScalars"]

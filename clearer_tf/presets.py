@@ -121,6 +121,8 @@ class SearchConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     jit_compile: bool | str = "auto"  # True, False, or "auto" (see resolve_jit)
+    # "tfdata", "device" (JAX: batches drawn on the accelerator) or "auto" (pipelines.batches)
+    data_pipeline: str = "auto"
 
     def __post_init__(self):
         if self.iterations <= self.warmup:
@@ -147,16 +149,19 @@ class TrainConfig:
     validate_every: int = 1_000
     seed: int = 0
     jit_compile: bool | str = "auto"  # True, False, or "auto" (see resolve_jit)
+    # "tfdata", "device" (JAX: batches drawn on the accelerator) or "auto" (pipelines.batches)
+    data_pipeline: str = "auto"
     # Stop at this iteration and keep the backup: a later run with the same `iterations`
     # continues the schedule (training spread over sessions shorter than the whole run).
     stop_after: int | None = None
-    # Wall-clock budget in seconds for this run: stop at the last validation that fits and
-    # keep the backup, like `stop_after` (a GPU lease of fixed length).
+    # Wall-clock budget in seconds for this run: stop at the step where it runs out (then the
+    # validation and the weights; the backup of the last whole epoch is kept, like `stop_after`).
     time_limit: float | None = None
     # (first, last) batch of the first epoch to trace with the profiler into tensorboard/
     profile_batches: tuple | None = None
     # Warm start from model weights alone (a `.weights.h5` of this network, no optimizer state):
-    # begin at iteration `init_step` of the cosine schedule (a multiple of `validate_every`), the
+    # begin at iteration `init_step` of the cosine schedule (any step; validations then fall
+    # every `validate_every` steps after it), the
     # learning rate ramped linearly from 0 to the schedule's value over `rewarmup` iterations.
     init_weights: str | None = None
     init_step: int = 0

@@ -8,6 +8,7 @@ at a temporary file during the import (replayed if the import fails). Afterwards
 """
 
 import contextlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -58,3 +59,13 @@ def import_tensorflow_quietly():
         except ImportError:  # e.g. a JAX-only environment: Keras decides what to do
             return
         tf.config.list_physical_devices("GPU")  # "failed call to cuInit" without a GPU
+
+
+def has_tensorflow() -> bool:
+    """Whether TensorFlow can be imported (a JAX-only machine has none; tests block it)."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"] is not None
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 
 from clearer_tf import device, files, losses
-from clearer_tf.callbacks import (Backup, RunRecord, StepClock, TensorBoard, TimeLimit, WallClock, barrier,
+from clearer_tf.callbacks import (Backup, RunRecord, StepClock, StopAtStep, TensorBoard, TimeLimit, WallClock, barrier,
                                   is_first_process, jsonable, process_seconds, read_backup, save_model, save_weights)
 from clearer_tf.evaluation import degrade_items, keras_predictor
 from clearer_tf.genotype import Genotype
@@ -78,12 +78,14 @@ def check_train_config(config: TrainConfig) -> None:
             f"--iterations ({config.iterations}) must be a multiple of --validate-every "
             f"({config.validate_every}): one Keras epoch is one validation period"
         )
+    offset = config.init_step % config.validate_every if isinstance(config.init_step, int) else 0
     if config.stop_after is not None and (
         not isinstance(config.stop_after, int) or not 0 < config.stop_after <= config.iterations
-        or config.stop_after % config.validate_every
+        or (config.stop_after != config.iterations and (config.stop_after - offset) % config.validate_every)
     ):
         raise ValueError(
-            f"--stop-after must be a multiple of --validate-every ({config.validate_every}) "
+            f"--stop-after must be a multiple of --validate-every ({config.validate_every})"
+            f"{f' after --init-step {config.init_step}' if offset else ''} "
             f"between 1 and --iterations ({config.iterations}), got {config.stop_after!r}"
         )
     if config.time_limit is not None and not config.time_limit > 0:
@@ -101,11 +103,10 @@ def check_train_config(config: TrainConfig) -> None:
         raise ValueError(f"grad_clip must be > 0, got {config.grad_clip}")
     if config.init_weights is None and config.init_step:
         raise ValueError("--init-step needs --init-weights")
-    if not isinstance(config.init_step, int) or not 0 <= config.init_step < config.iterations \
-            or config.init_step % config.validate_every:
+    if not isinstance(config.init_step, int) or not 0 <= config.init_step < config.iterations:
         raise ValueError(
-            f"--init-step must be a multiple of --validate-every ({config.validate_every}) between 0 and "
-            f"--iterations ({config.iterations}), got {config.init_step!r}"
+            f"--init-step must be an integer between 0 and --iterations ({config.iterations}), "
+            f"got {config.init_step!r}"
         )
     if config.stop_after is not None and config.stop_after <= config.init_step:
         raise ValueError(f"--stop-after ({config.stop_after}) must be after --init-step ({config.init_step})")
@@ -207,7 +208,7 @@ class CheckpointAndLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        row = {"epoch": epoch, "step": (epoch + 1) * self.steps_per_epoch,
+        row = {"epoch": epoch, "step": optimizer_step(self.model, epoch, self.steps_per_epoch),
                "seconds": round(self.clock.seconds, 1)}
         row.update({k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -280,11 +281,12 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
     >>> val = load_eval_items("denoise", "data/samples/set12", 1)
     >>> result = train_network("genotype.json", data, quick().train, "runs/train", val)
     """
-    from pipelines.streams import training_stream  # tf.data; imported late to keep import light
+    from pipelines import batches
 
     started = time.time()
     config = train_config
     check_train_config(config)
+    pipeline = batches.resolve(config.data_pipeline, keras.backend.backend(), task_data.degradation)
     genotype = Genotype.coerce(genotype)
     if genotype.image_channels != task_data.channels:
         raise ValueError(
@@ -303,9 +305,13 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
     barrier("run folder ready")
     backup_dir = os.path.join(out_dir, "backup")
     backup = read_backup(backup_dir)
+    # Epoch e (one validation period) ends at step offset + (e + 1) * validate_every: a warm start
+    # between two boundaries shifts them; a schedule that ends inside an epoch stops there.
+    offset = config.init_step % config.validate_every
     start_epoch = config.init_step // config.validate_every
     initial_epoch = backup["epoch"] if backup else start_epoch
-    epochs = (config.stop_after or config.iterations) // config.validate_every
+    end = config.stop_after or config.iterations
+    epochs = -(-(end - offset) // config.validate_every)
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -316,10 +322,10 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         model.optimizer.build(model.trainable_variables)  # no variable creation inside the first trace
     if config.init_weights is not None and backup is None:
         model.optimizer.iterations.assign(config.init_step)
-    # The stream an uninterrupted run would see from here (resumed runs end bit-identical).
-    stream = training_stream(task_data.weights_items, task_data.degradation, config.patch_size,
-                             config.batch_size, seed=config.seed, augment=True,
-                             start=initial_epoch * config.validate_every)
+    # The batches an uninterrupted run would see from here (resumed runs end bit-identical).
+    stream = batches.training_batches(pipeline, task_data.weights_items, task_data.degradation,
+                                      config.patch_size, config.batch_size, seed=config.seed,
+                                      start=offset + initial_epoch * config.validate_every)
     validation = ValidationPSNR(val_items, task_data.degradation, seed=0)
     clock = WallClock()
     checkpoint = CheckpointAndLog(out_dir, config.validate_every, _earlier_rows(out_dir, initial_epoch), clock, first)
@@ -332,7 +338,9 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         epochs=epochs,
         initial_epoch=start_epoch,  # Backup's restored epoch wins
         shuffle=False,  # the stream shuffles itself (seeded)
-        callbacks=training_callbacks(config, out_dir, validation, checkpoint, clock, started, first) + list(callbacks),
+        callbacks=training_callbacks(config, out_dir, validation, checkpoint, clock, started, first,
+                                     stop_at=end if (end - offset) % config.validate_every else None)
+        + list(callbacks),
         verbose=verbose if first else 0,
     )
     rows = checkpoint.rows
@@ -362,7 +370,7 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
             "last_psnr": rows[-1]["val_psnr"] if rows else None,
         },
         "history": rows,
-        "resumed_from_step": initial_epoch * config.validate_every if backup else 0,
+        "resumed_from_step": offset + initial_epoch * config.validate_every if backup else 0,
         "warm_start": None if config.init_weights is None else {
             "weights": config.init_weights, "step": config.init_step, "rewarmup": config.rewarmup},
         "seconds_this_run": round(time.time() - started, 1),
@@ -370,6 +378,7 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
         "iterations_done": rows[-1]["step"] if rows else 0,
         "finished": finishes,  # False: stopped early (`stop_after`, `time_limit`), `backup/` continues
         "backend": keras.backend.backend(),
+        "batches": pipeline,  # where the training batches were made (`data_pipeline` resolved)
         "device": device.describe(),
         "files": {
             "model": "model.keras (best validation weights)",
@@ -387,16 +396,27 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
     return TrainResult(model, summary)
 
 
-def training_callbacks(config, out_dir, validation, checkpoint, clock, started, write=True):
+def training_callbacks(config, out_dir, validation, checkpoint, clock, started, write=True, stop_at=None):
     """The callbacks of a training run, in order: validation (later ones see `val_psnr`),
-    checkpoints and `validation.json`, backup, wall clock, TensorBoard, step clock, time limit."""
+    checkpoints and `validation.json`, backup, wall clock, TensorBoard, step clock, and the
+    stops: `TimeLimit` (at any step), `StopAtStep` (a schedule that ends inside an epoch)."""
+    stoppers = []
+    if config.time_limit:
+        stoppers.append(TimeLimit(config.time_limit, started))
+    if stop_at is not None:
+        stoppers.append(StopAtStep(stop_at, config.init_step % config.validate_every))
     stack = [validation, checkpoint]
     # kept when stopping early (`stop_after`, `time_limit`): the next run continues from it;
     # removed with `run.json` marked finished once the whole schedule is done
-    stack += [Backup(os.path.join(out_dir, "backup"), clock=clock, write=write), clock]
+    stack += [Backup(os.path.join(out_dir, "backup"), clock=clock, write=write, stoppers=stoppers), clock]
     if write:
-        stack += TensorBoard.create(os.path.join(out_dir, "tensorboard"), profile_batch=config.profile_batches or 0)
+        stack += TensorBoard.create(os.path.join(out_dir, "tensorboard"), profile_batch=config.profile_batches or 0,
+                                    step=optimizer_step)
         stack.append(StepClock(os.path.join(out_dir, "timing.json")))
-    if config.time_limit:
-        stack.append(TimeLimit(config.time_limit, started))
-    return stack
+    return stack + stoppers
+
+
+def optimizer_step(model, epoch, steps):
+    """The schedule's step at an epoch end: the optimizer's counter (a warm start's offset and
+    an epoch cut short included)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))

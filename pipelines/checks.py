@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.errors import DataError
-from pipelines.streams import check_items
+from pipelines.items import check_items
 
 
 def check_patch_size(patch_size, multiple: int = 1) -> int:

@@ -6,7 +6,6 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 from pipelines.errors import DataError
 
@@ -63,6 +62,8 @@ class GaussianNoise:
         return isinstance(self.sigma, tuple)
 
     def _finish(self, noisy255):
+        import tensorflow as tf
+
         if self.clip:
             noisy255 = tf.round(tf.clip_by_value(noisy255, 0.0, 255.0))
         return noisy255 / 255.0
@@ -74,6 +75,8 @@ class GaussianNoise:
         (int or shape-[2] int tensor) makes it a stateless function of that seed, so
         callers pass a new seed per call (the streams pass (seed, batch index)).
         """
+        import tensorflow as tf  # the tf.data streams' degradation; JAX's is pipelines.device
+
         clean = tf.convert_to_tensor(clean, tf.float32)
         shape = tf.shape(clean)
         sigma_shape = tf.stack([shape[0], 1, 1, 1])

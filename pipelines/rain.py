@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 from pipelines.errors import DataError
 from pipelines.noise import name_seed
@@ -123,6 +122,8 @@ class RainStreaks:
         seed=None draws fresh rain from TF's global generator; a seed (int or shape-[2]
         int tensor) makes it a stateless function of that seed.
         """
+        import tensorflow as tf
+
         clean = tf.convert_to_tensor(clean, tf.float32)
         shape = [tf.shape(clean)[0]]
         big = tf.int64.max

@@ -23,7 +23,7 @@ from pipelines.images import check_channels, load_images
 from pipelines.noise import GaussianNoise
 from pipelines.pairs import load_pairs, load_side_by_side
 from pipelines.rain import RainStreaks
-from pipelines.streams import split_by_image
+from pipelines.items import split_by_image
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[1] / "data" / "samples"
 TASKS = ("denoise", "derain")

@@ -26,16 +26,18 @@ def search_configs():
 
     return (SupernetConfig(base_width=4, columns=(2,), stem_planes=4, stem_blocks=1, image_channels=1),
             SearchConfig(iterations=8, warmup=2, batch_size=2, patch_size=16, log_every=2, checkpoint_every=2,
-                         jit_compile=False, seed=5))
+                         jit_compile=False, seed=5, data_pipeline=PIPELINE))
 
 
 def train_config():
     from clearer_tf.presets import TrainConfig
 
-    return TrainConfig(iterations=30, batch_size=2, patch_size=16, validate_every=5, jit_compile=False, seed=3)
+    return TrainConfig(iterations=30, batch_size=2, patch_size=16, validate_every=5, jit_compile=False, seed=3,
+                       data_pipeline=PIPELINE)
 
 
 TINY_GENOTYPE = "F / P / F"
+PIPELINE = os.environ.get("RUN_HELPERS_PIPELINE", "auto")
 
 
 def die_in_backup(k):

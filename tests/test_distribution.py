@@ -76,7 +76,10 @@ def test_search_and_training_run_in_two_jax_processes_like_one_process(tmp_path,
 
     import run_helpers
 
-    env = dict(os.environ, **jax_env())
+    # tf.data batches, on which these tolerances were set: the processes' device batches assemble
+    # into exactly the one-process batch (test_device_batches_of_two_processes_are_the_global_batch),
+    # but other pixels amplify the float reorderings differently
+    env = dict(os.environ, **jax_env(), RUN_HELPERS_PIPELINE="tfdata")
     port = str(free_port())
 
     def start(out, *flags):
@@ -103,3 +106,48 @@ def test_search_and_training_run_in_two_jax_processes_like_one_process(tmp_path,
         assert [r["step"] for r in two] == [r["step"] for r in one] == [5, 10, 15, 20, 25, 30]
         assert two[0]["loss"] == pytest.approx(one[0]["loss"], rel=1e-2)
         assert (tmp_path / "two" / "model.keras").is_file() and (tmp_path / "two" / "train_summary.json").is_file()
+
+
+DEVICE_BATCH = """
+import hashlib, json, sys
+import numpy as np
+process, count, port = map(int, sys.argv[1:4])
+from clearer_tf import distribute
+if count > 1:
+    distribute.setup("multihost", f"127.0.0.1:{port}", count, process)
+import keras
+from jax.experimental import multihost_utils
+from pipelines import batches
+from pipelines.tasks import load_task_data
+data = load_task_data("denoise", data="data/samples/set12", sigma=25.0)
+stream = batches.search_batches("device", data.weights_items, data.arch_items, data.degradation, 16, 4, 5, 0)
+firsts = [next(stream) for _ in range(2)]
+if count > 1:  # as Keras' JAX trainer assembles a process's batch into the global one
+    from keras.src.backend.jax.distribution_lib import distribute_data_input
+    distribution = keras.distribution.distribution()
+    assert distribution.auto_shard_dataset is False  # Keras would refuse the generator otherwise
+    def assemble(x):
+        x = distribute_data_input(x, distribution.get_data_layout(x.shape), distribution.batch_dim_name)
+        return multihost_utils.process_allgather(x, tiled=True)
+    firsts = [[[assemble(x) for x in pair] for pair in step] for step in firsts]
+batch = np.asarray([[[np.asarray(x) for x in pair] for pair in step] for step in firsts])
+print(json.dumps({"shape": batch.shape, "sha256": hashlib.sha256(batch.tobytes()).hexdigest(), "sum": float(batch.sum())}))
+"""
+
+
+def test_device_batches_of_two_processes_are_the_global_batch():
+    """Each process draws its share of every global batch on its device (`--data-pipeline
+    device`, multi-host JAX); assembled as Keras does, they are the one-process batches."""
+    env = dict(os.environ, **jax_env())
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, "-c", DEVICE_BATCH, str(i), str(n), port], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+             for i, n in ((0, 2), (1, 2), (0, 1))]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert outs[2]["shape"] == [2, 2, 2, 4, 16, 16, 1]  # steps, (weights, arch), (x, y), batch, H, W, C
+    assert outs[2]["sum"] > 1000.0  # images, not zeros
+    assert outs[0] == outs[1] == outs[2]  # the same bytes

@@ -108,33 +108,59 @@ def test_stop_after_keeps_the_backup_and_a_later_run_finishes_the_schedule(tmp_p
     assert not (out / "backup").exists()
 
 
-def test_time_limit_stops_at_the_last_validation_that_fits_and_keeps_the_backup(tmp_path, bsds_train_dir, set12_dir):
+def test_time_limit_stops_at_any_step_validates_and_keeps_the_last_whole_epochs_backup(
+        tmp_path, bsds_train_dir, set12_dir):
     data = load_task_data("denoise", weights_data=bsds_train_dir, arch_data=bsds_train_dir, sigma=SIGMA)
     val = load_eval_items("denoise", set12_dir, 1)[:1]
-    config = TrainConfig(iterations=30, batch_size=4, patch_size=32, validate_every=10, jit_compile=False,
-                         time_limit=1e-3)  # any first epoch outlasts it: one validation, then stop
+    config = TrainConfig(iterations=15, batch_size=2, patch_size=16, validate_every=5, jit_compile=False)
     out = tmp_path / "run"
-    summary = train_network(TINY, data, config, out, val_items=val, verbose=0).summary
-    assert summary["iterations_done"] == 10 and summary["finished"] is False
+    # a first run that stops by itself at step 5 (a whole epoch, backed up)
+    train_network(TINY, data, dataclasses.replace(config, stop_after=5), out, val_items=val, verbose=0)
     assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    # a limit that every step outlasts: the first step of the run (compiling) does not count, the
+    # second gives the step time, and the third, the first that can be refused, is the last: the
+    # run stops inside the epoch at step 8
+    summary = train_network(TINY, data, dataclasses.replace(config, time_limit=1e-3), out, val_items=val,
+                            verbose=0).summary
+    assert summary["iterations_done"] == 8 and summary["finished"] is False
+    assert summary["history"][-1]["step"] == 8 and "val_psnr" in summary["history"][-1]
+    assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1  # not the cut epoch
     timing = json.loads((out / "timing.json").read_text())
     assert 0 < timing["first_step_s"] < process_seconds()  # the step ran inside this process
-    # without a limit the same command finishes the schedule and removes the backup
+    # without a limit the same command redoes the cut epoch from the backup and finishes
     done = train_network(TINY, data, dataclasses.replace(config, time_limit=None), out, val_items=val,
                          verbose=0).summary
-    assert done["iterations_done"] == 30 and done["finished"] is True and not (out / "backup").exists()
+    assert done["resumed_from_step"] == 5 and [r["step"] for r in done["history"]] == [5, 10, 15]
+    assert done["iterations_done"] == 15 and done["finished"] is True and not (out / "backup").exists()
 
 
-def test_time_limit_judges_the_next_epoch_by_the_last_one():
-    import time
+@pytest.mark.parametrize("run_ahead", [False, True])
+def test_time_limit_leaves_the_first_step_out_and_counts_the_queued_steps(monkeypatch, run_ahead):
+    """The first step ends at 60 s (compiling), then a step takes 5 s; limit 100 s: step 8,
+    ending at 100 s, is the last. With asynchronous dispatch the main thread begins steps long
+    before they finish; the steps still queued count, and the decision is the same."""
+    from clearer_tf import callbacks as cb_module
 
     model = keras.Sequential([keras.layers.Dense(1)])
-    for epoch_s, stops in ((60.0, True), (30.0, False)):  # limit 100 s: next epoch ends near 120 / 60
-        model.stop_training = False
-        cb = TimeLimit(100.0, start=time.time() - epoch_s)
-        cb.set_model(model)
-        cb.on_epoch_end(0)
-        assert model.stop_training is stops and cb.stopped is stops
+    now = [1000.0]
+    monkeypatch.setattr(cb_module.time, "time", lambda: now[0])
+    cb = TimeLimit(100.0, start=1000.0)
+    cb.set_model(model)
+    cb.set_params({"steps": 50})
+    model.stop_training = False
+    ends = {0: 1060.0, **{b: 1060.0 + 5.0 * b for b in range(1, 50)}}
+    finished = 0
+    for batch in range(50):
+        cb.on_train_batch_begin(batch)
+        if model.stop_training:
+            last = batch
+            break
+        # synchronous: this step finishes now; ahead: only the steps up to batch - 6 have finished
+        while finished <= (batch - 6 if run_ahead else batch):
+            now[0] = ends[finished]
+            cb.on_train_batch_end(finished)
+            finished += 1
+    assert last == 8 and cb.stopped and cb.partial  # inside the 50-step epoch
 
 
 def test_process_seconds_agrees_with_ps():
@@ -353,10 +379,24 @@ def test_warm_start_from_weights_continues_the_schedule_with_a_ramp(tmp_path, sm
     assert rows[0]["step"] == 25 and rows[0]["epoch"] == 4
 
 
+def test_warm_start_between_two_validations_shifts_them_and_ends_on_the_schedule(tmp_path, small_run):
+    """A lease stops at any step; the next one starts there: validations every 5 steps after
+    step 22, the last one cut short at the end of the 40-step schedule."""
+    source = small_run["out"] / "last.weights.h5"
+    config = TrainConfig(iterations=40, batch_size=2, patch_size=16, validate_every=5, jit_compile=False,
+                         init_weights=str(source), init_step=22, rewarmup=4)
+    summary = train_network(TINY, small_run["data"], config, tmp_path / "run", val_items=small_run["val"],
+                            verbose=0).summary
+    assert [row["step"] for row in summary["history"]] == [27, 32, 37, 40]
+    assert summary["finished"] is True and summary["iterations_done"] == 40
+    assert summary["history"][-1]["learning_rate"] == pytest.approx(0.0, abs=1e-7)
+
+
 def test_warm_start_checks():
     with pytest.raises(ValueError, match="--init-step needs --init-weights"):
         check_train_config(TrainConfig(init_step=1000))
-    with pytest.raises(ValueError, match="--init-step must be a multiple of --validate-every"):
-        check_train_config(TrainConfig(init_weights=__file__, init_step=1500))
+    with pytest.raises(ValueError, match="--init-step must be an integer between 0 and --iterations"):
+        check_train_config(TrainConfig(init_weights=__file__, init_step=100_000))
+    check_train_config(TrainConfig(init_weights=__file__, init_step=1500))  # any step: a lease stops anywhere
     with pytest.raises(ValueError, match="file not found"):
         check_train_config(TrainConfig(init_weights="/nonexistent.weights.h5"))

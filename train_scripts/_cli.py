@@ -226,3 +226,21 @@ def add_task_options(parser, data_help):
                        help="denoise: noise level on the 0-255 scale, or LOW,HIGH (blind); default 30")
     group.add_argument("--color", action="store_true", help="denoise RGB images (default: grayscale)")
     return group
+
+
+def add_pipeline_option(parser):
+    """`--data-pipeline` of search.py and train.py (`pipelines.batches`)."""
+    parser.add_argument("--data-pipeline", choices=["auto", "tfdata", "device"], default=None,
+                        help="where training batches are made: tfdata (tf.data on the CPU), device (JAX: drawn on "
+                             "the accelerator, no TensorFlow needed) or auto (default: device on JAX unless the "
+                             "data is synthetic rain, else tfdata)")
+
+
+def check_pipeline(config, task_data):
+    """A DataError (one line, before any work) unless `config.data_pipeline` can run on this
+    backend with this data. The run records the choice as given (`auto` stays `auto`)."""
+    import keras
+
+    from pipelines import batches
+
+    batches.resolve(config.data_pipeline, keras.backend.backend(), task_data.degradation)

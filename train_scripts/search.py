@@ -63,6 +63,7 @@ def build_parser():
                      help="predict clean = input - output")
     distribute.add_arguments(p)
     run = p.add_argument_group("run")
+    _cli.add_pipeline_option(run)
     run.add_argument("--no-jit", dest="jit_compile", action="store_false", default=None,
                      help="no XLA (default: XLA with a GPU or on JAX, none with TensorFlow on a CPU)")
     run.add_argument("--out", help="run directory (default runs/search-<task>-<timestamp>)")
@@ -73,23 +74,14 @@ def build_parser():
 
 
 def _import_quietly():
-    """Imports Keras/TensorFlow with their C++ start-up log lines (written to fd 2) silenced.
+    """Imports Keras and clearer_tf with TensorFlow's C++ start-up lines silenced (where
+    TensorFlow is installed: the JAX backend runs without it); Python errors still surface."""
+    from clearer_tf.quiet import import_tensorflow_quietly
 
-    Python errors still surface; later C++ warnings (devices, XLA) are kept.
-    """
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import keras  # noqa: F401
-        import tensorflow as tf
+    import_tensorflow_quietly()
+    import keras  # noqa: F401
 
-        import clearer_tf  # noqa: F401
-
-        tf.config.list_physical_devices("GPU")  # "failed call to cuInit" on machines without one
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    import clearer_tf  # noqa: F401
 
 
 def _overrides(args, names):
@@ -110,7 +102,7 @@ def prepare(args):
     search_config = dataclasses.replace(
         preset.search,
         **_overrides(args, ["iterations", "warmup", "batch_size", "patch_size", "log_every",
-                            "lambda_arch", "lambda_comp", "cost", "seed", "jit_compile",
+                            "lambda_arch", "lambda_comp", "cost", "seed", "jit_compile", "data_pipeline",
                             "arch_batchnorm", "loss", "latency_table", "latency_size", "latency_threads",
                             "latency_precision", "latency_budget_ms"]),
     )
@@ -129,6 +121,7 @@ def prepare(args):
         sigma=args.sigma, color=args.color, seed=search_config.seed,
     )
     _cli.check_search_inputs(task_data, search_config.patch_size, out, 2 ** len(supernet_config.columns))  # issue 11
+    _cli.check_pipeline(search_config, task_data)
     supernet_config = dataclasses.replace(supernet_config, image_channels=task_data.channels)
     search_run.check_run(out, supernet_config, search_config, task_data, bool(args.resume), args.overwrite)
     from clearer_tf import distribute

@@ -61,6 +61,7 @@ def parse_args(argv=None):
                    help="warm start at iteration N of the schedule (a multiple of --validate-every; default 0)")
     p.add_argument("--rewarmup", type=int, metavar="W",
                    help="warm start: ramp the learning rate from 0 over W iterations (default 500)")
+    _cli.add_pipeline_option(p)
     p.add_argument("--no-jit", action="store_true", help="no XLA (default: XLA with a GPU or on JAX, none with TensorFlow on a CPU)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true", default=True,
@@ -90,7 +91,7 @@ def prepare(parser, args):
         "learning_rate": args.learning_rate, "loss": args.loss, "seed": args.seed, "stop_after": args.stop_after,
         "time_limit": args.time_limit, "profile_batches": args.profile,
         "jit_compile": False if args.no_jit else None, "init_weights": args.init_weights,
-        "init_step": args.init_step, "rewarmup": args.rewarmup,
+        "init_step": args.init_step, "rewarmup": args.rewarmup, "data_pipeline": args.data_pipeline,
     }
     config = get_preset(args.preset).train
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -118,6 +119,7 @@ def prepare(parser, args):
                 f"genotype field 'image_channels' is {genotype.image_channels} but --task "
                 f"{args.task}{' --color' if args.color else ''} has {task_data.channels} channel(s)")
         _cli.check_train_inputs(task_data, val_items, config.patch_size, genotype, args.out)  # issue 11
+        _cli.check_pipeline(config, task_data)
         if args.resume and not args.overwrite:
             _cli.check_backup(args.out, "--out")
         record = RunRecord(args.out, train_run_config(genotype, task_data, config, val_items), what="training")

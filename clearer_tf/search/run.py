@@ -17,7 +17,7 @@ import keras
 
 from clearer_tf import device, latency
 from clearer_tf.callbacks import (AlphaHistory, Backup, Progress, RunRecord, TensorBoard, WallClock, barrier,
-                                  is_first_process, jsonable, read_backup)
+                                  is_first_process, jsonable, picture, read_backup)
 from clearer_tf.search.model import SupernetSearch
 from clearer_tf.search.backend import replicas_in_sync
 from clearer_tf.search.objective import validate
@@ -99,11 +99,10 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
     """
     import sys
 
-    import tensorflow as tf  # tf.data, on every backend
-
-    from pipelines.streams import search_streams
+    from pipelines import batches
 
     c = search_config
+    pipeline = batches.resolve(c.data_pipeline, keras.backend.backend(), task_data.degradation)
     if supernet_config.image_channels != task_data.channels:
         raise ValueError(f"the supernet has {supernet_config.image_channels} image channels, "
                          f"the {task_data.task} data {task_data.channels}")
@@ -137,8 +136,8 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
         search.compile()
 
     # One batch of each stream per iteration (warm-up included): a resumed search skips those done.
-    data = tf.data.Dataset.zip(search_streams(task_data.weights_items, task_data.arch_items, task_data.degradation,
-                                              c.patch_size, c.batch_size, c.seed, start=done * c.log_every))
+    data = batches.search_batches(pipeline, task_data.weights_items, task_data.arch_items,
+                                  task_data.degradation, c.patch_size, c.batch_size, c.seed, start=done * c.log_every)
     epochs = c.iterations // c.log_every
     stack = search_callbacks(c, out_dir, epochs, write=first)
     if verbose is None:
@@ -147,7 +146,7 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
                verbose=verbose if first else 0, shuffle=False)
 
     search_info = dict(dataclasses.asdict(c), fusion_input=supernet_config.fusion_input,
-                       backend=keras.backend.backend(), replicas=replicas, device=device.describe(),
+                       backend=keras.backend.backend(), replicas=replicas, device=device.describe(), batches=pipeline,
                        wall_seconds=round(stack[1].seconds, 1))
     genotype = search.genotype(task=task_data.task, search=search_info, data=jsonable(dict(task_data.description)))
     if table is not None:  # argmax, or the most probable genotype within the latency budget
@@ -156,10 +155,8 @@ def run_search(supernet_config, search_config, task_data, out_dir, resume=False,
                                                               c.latency_budget_ms, c.latency_precision)
         genotype.search.update(report, latency_table=LATENCY_TABLE)
     if first:
-        from clearer_tf import plots
-
         genotype.save(os.path.join(out_dir, "genotype.json"))
-        plots.plot_architecture(genotype, os.path.join(out_dir, "architecture.png"))
+        picture(lambda plots: plots.plot_architecture(genotype, os.path.join(out_dir, "architecture.png")))
         record.finish(genotype=genotype.short())
     barrier("search written")  # the other processes of a multi-process run wait for the first
     return SearchResult(genotype, search, out_dir)
