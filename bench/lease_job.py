@@ -184,18 +184,17 @@ def sweep(args, genotype, config, deadline):
     from clearer_tf.network import build_network
     from clearer_tf.training import compile_network
     from pipelines.device import DeviceSampler
+    from pipelines.images import load_images
     from pipelines.noise import GaussianNoise
-    from pipelines.tasks import load_task_data
 
     rows = []
-    data = load_task_data("denoise", weights_data=os.path.join(args.data, "BSDS500", "train"),
-                          arch_data=os.path.join(args.data, "Set12"), sigma=50)
+    images = load_images(os.path.join(args.data, "BSDS500", "train"), 1)  # decoded once already: cached
     for batch in sizes(args.sweep):
         if time.time() + 30 > deadline:
             rows.append({"batch": batch, "skipped": "no time left"})
             continue
         model = compile_network(build_network(genotype), dataclasses.replace(config, batch_size=batch))
-        sampler = DeviceSampler(data.weights_items, GaussianNoise(50.0), config.patch_size, batch, seed=1)
+        sampler = DeviceSampler(images, GaussianNoise(50.0), config.patch_size, batch, seed=1)
         start = time.perf_counter()
         model.train_on_batch(*sampler.batch(0))
         first = time.perf_counter() - start

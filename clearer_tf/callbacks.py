@@ -329,7 +329,18 @@ class StepClock(keras.callbacks.Callback):
         self._epochs += 1
 
 
-class TimeLimit(keras.callbacks.Callback):
+class _Stopper(keras.callbacks.Callback):
+    """Ends `fit` after the step about to run; `partial`: inside an epoch (`Backup` then keeps
+    the backup of the last whole epoch)."""
+
+    stopped = partial = False
+
+    def _stop(self, batch):
+        self.model.stop_training = self.stopped = True
+        self.partial = batch + 1 < self.params["steps"]
+
+
+class TimeLimit(_Stopper):
     """Stops at the last step that ends within `seconds` of `start`: at any step, not only at an
     epoch end (the epoch's validation and checkpoint then follow).
 
@@ -346,7 +357,6 @@ class TimeLimit(keras.callbacks.Callback):
     def __init__(self, seconds, start=None):
         super().__init__()
         self.seconds, self.start = seconds, time.time() if start is None else start
-        self.stopped = self.partial = False
         self._first = self._last = self._step = None
         self._begun = self._done = 0
 
@@ -356,8 +366,7 @@ class TimeLimit(keras.callbacks.Callback):
             return
         queued = self._begun - self._done  # this step and those dispatched before it, not yet finished
         if self._last + (queued + 1) * self._step - self.start > self.seconds:
-            self.model.stop_training = self.stopped = True
-            self.partial = batch + 1 < self.params["steps"]
+            self._stop(batch)
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.time()
@@ -369,7 +378,7 @@ class TimeLimit(keras.callbacks.Callback):
         self._last = now
 
 
-class StopAtStep(keras.callbacks.Callback):
+class StopAtStep(_Stopper):
     """Stops when the schedule reaches `step`, inside an epoch: epoch `e` covers the steps after
     `offset + e * steps_per_epoch` (a warm start at a step that is not an epoch boundary, or a
     schedule that ends inside an epoch). `partial` as in `TimeLimit`. Decides before the step
@@ -378,7 +387,6 @@ class StopAtStep(keras.callbacks.Callback):
     def __init__(self, step, offset=0):
         super().__init__()
         self.step, self.offset = int(step), int(offset)
-        self.stopped = self.partial = False
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -386,8 +394,7 @@ class StopAtStep(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):  # on the main thread: exact also when dispatch is async
         if self.offset + self._epoch * self.params["steps"] + batch + 1 >= self.step and not self.stopped:
-            self.model.stop_training = self.stopped = True
-            self.partial = batch + 1 < self.params["steps"]
+            self._stop(batch)
 
 
 # --- logs -----------------------------------------------------------------------------------
@@ -422,8 +429,8 @@ class TensorBoard(keras.callbacks.TensorBoard):
     """Keras' TensorBoard callback, logging at the end of each epoch with the iteration as step.
 
     Values that are NaN (a mean over no step) are left out; `extra` callables return more
-    `{tag: value}` scalars at each epoch end; `step(model, epoch, steps_per_epoch)` gives the
-    step of an epoch end (default `(epoch + 1) * steps`). Without profiling it has no per-step
+    `{tag: value}` scalars at each epoch end; `step(model)` gives the step of an epoch end
+    (default `(epoch + 1) * steps`). Without profiling it has no per-step
     work. `TensorBoard.create(...)` returns it where TensorFlow is installed, `EventScalars`
     (the same event files, written by the `tensorboard` package) where it is not, and warns and
     returns no callback without the `tensorboard` package.
@@ -461,7 +468,7 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
 def epoch_step(callback, epoch) -> int:
     if callback.step_of is not None:
-        return callback.step_of(callback.model, epoch, callback.params["steps"])
+        return callback.step_of(callback.model)
     return (epoch + 1) * callback.params["steps"]
 
 

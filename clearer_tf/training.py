@@ -198,17 +198,16 @@ class CheckpointAndLog(keras.callbacks.Callback):
     row's `seconds` is the wall time of training so far (`clock`, earlier runs included).
     """
 
-    def __init__(self, out_dir, steps_per_epoch, rows=(), clock=None, write=True):
+    def __init__(self, out_dir, rows=(), clock=None, write=True):
         super().__init__()
         self.out_dir, self.write = os.fspath(out_dir), write
-        self.steps_per_epoch = steps_per_epoch
         self.rows = list(rows)
         self.best = max((r["val_psnr"] for r in self.rows), default=-np.inf)
         self.clock = clock or WallClock(float(self.rows[-1].get("seconds", 0.0)) if self.rows else 0.0)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        row = {"epoch": epoch, "step": optimizer_step(self.model, epoch, self.steps_per_epoch),
+        row = {"epoch": epoch, "step": optimizer_step(self.model),
                "seconds": round(self.clock.seconds, 1)}
         row.update({k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -328,7 +327,7 @@ def train_network(genotype, task_data, train_config: TrainConfig, out_dir, val_i
                                       start=offset + initial_epoch * config.validate_every)
     validation = ValidationPSNR(val_items, task_data.degradation, seed=0)
     clock = WallClock()
-    checkpoint = CheckpointAndLog(out_dir, config.validate_every, _earlier_rows(out_dir, initial_epoch), clock, first)
+    checkpoint = CheckpointAndLog(out_dir, _earlier_rows(out_dir, initial_epoch), clock, first)
     if first:
         genotype.save(os.path.join(out_dir, "genotype.json"))
 
@@ -416,7 +415,7 @@ def training_callbacks(config, out_dir, validation, checkpoint, clock, started, 
     return stack + stoppers
 
 
-def optimizer_step(model, epoch, steps):
+def optimizer_step(model):
     """The schedule's step at an epoch end: the optimizer's counter (a warm start's offset and
     an epoch cut short included)."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.errors import DataError
-from pipelines.items import arch_seed, check_items
+from pipelines.items import arch_seed, check_items, is_8bit
 from pipelines.noise import GaussianNoise, name_seed
 
 
@@ -33,7 +33,7 @@ def _pack(arrays, transpose: bool):
         arrays = [a.transpose(1, 0, 2) if a.shape[0] > a.shape[1] else a for a in arrays]
     height = max(a.shape[0] for a in arrays)
     width = max(a.shape[1] for a in arrays)
-    lossless = all(np.array_equal(np.round(a * 255.0) / np.float32(255.0), a) for a in arrays)
+    lossless = is_8bit(arrays)
     dtype = np.uint8 if lossless else np.float32
     packed = np.zeros((len(arrays), height, width, arrays[0].shape[-1]), dtype)
     for i, a in enumerate(arrays):

@@ -55,6 +55,13 @@ def split_by_image(items, fraction: float = 0.8, seed: int = 0) -> tuple[list, l
     return first, second
 
 
+def is_8bit(arrays) -> bool:
+    """Whether float arrays hold exactly 8-bit values in [0, 1] (then stored as uint8, losslessly)."""
+    arrays = [np.asarray(a, np.float32) for a in arrays]
+    return all(a.min() >= 0.0 and a.max() <= 1.0 and np.array_equal(np.round(a * 255.0) / np.float32(255.0), a)
+               for a in arrays)
+
+
 def arch_seed(weights_items, arch_items, seed):
     """The architecture stream's seed of a search (None for None); DataError if the weight and
     architecture items share an image name."""

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.errors import DataError
-from pipelines.items import arch_seed, check_items, split_by_image  # noqa: F401  (re-exported)
+from pipelines.items import arch_seed, check_items, is_8bit, split_by_image  # noqa: F401  (re-exported)
 from pipelines.noise import name_seed
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -20,9 +20,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 def _pack(arrays):
     """One flat buffer (uint8 when lossless, else float32), offsets and shapes."""
     flat = np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in arrays])
-    as_uint8 = np.round(flat * 255.0).astype(np.uint8)
-    if np.array_equal(as_uint8.astype(np.float32) / np.float32(255.0), flat):
-        flat = as_uint8
+    if is_8bit([flat]):
+        flat = np.round(flat * 255.0).astype(np.uint8)
     sizes = [int(np.prod(np.shape(a))) for a in arrays]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     shapes = np.array([np.shape(a) for a in arrays], np.int64)

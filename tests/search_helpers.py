@@ -163,7 +163,7 @@ def async_callbacks(directory):
     validation = ValidationPSNR.__new__(ValidationPSNR)  # its hooks, without images
     stacks = {"search": search_callbacks(config, os.path.join(directory, "s"), 10),
               "training": training_callbacks(TrainConfig(time_limit=100.0), os.path.join(directory, "t"),
-                                             validation, CheckpointAndLog(directory, 10), WallClock(), 0.0)}
+                                             validation, CheckpointAndLog(directory), WallClock(), 0.0)}
     return {name: keras.callbacks.CallbackList(stack, model=search)._async_train for name, stack in stacks.items()}
 
 

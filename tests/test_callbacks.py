@@ -101,7 +101,7 @@ def test_no_callback_of_the_stacks_works_per_step(tmp_path):
     _, config = search_helpers.configs()
     assert async_dispatch(search_callbacks(config, str(tmp_path / "s"), 10))
     stack = training_callbacks(TrainConfig(time_limit=10.0), str(tmp_path / "t"), ValidationPSNR.__new__(ValidationPSNR),
-                               CheckpointAndLog(tmp_path, 10), WallClock(), 0.0)
+                               CheckpointAndLog(tmp_path), WallClock(), 0.0)
     assert async_dispatch(stack)
     assert not async_dispatch([keras.callbacks.BackupAndRestore(str(tmp_path / "b"))])  # Keras' own: per step
     profiling = TensorBoard(str(tmp_path / "tb"), profile_batch=(2, 3))
