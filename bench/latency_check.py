@@ -6,10 +6,11 @@
 
 Measures the latency table of the preset's supernet (`clearer_tf.latency.measure_table`, with
 its calibration on the all-parallel and all-fusion networks), then times whole discrete
-networks at the same size, threads and precision: the paper's 8F/4P genotype (paper preset
-only) and two random genotypes. Prints a Markdown table per precision (sum of parts, calibrated
-prediction, measured, errors); the JSON holds the table and rows. `--report FILE` prints the
-tables of an earlier JSON again (and fits the calibration if the file predates it).
+networks exported as SavedModels (as a user ships them) and converted, at the same size,
+threads and precision, after the table: the two ends again, the paper's 8F/4P genotype (paper
+preset only) and two random genotypes. Every model is checked against Keras before it is timed.
+Prints a Markdown table per precision (sum of parts, calibrated prediction, measured, errors);
+the JSON holds the table and rows. `--report FILE` prints the tables of an earlier JSON again.
 """
 
 import argparse
@@ -44,29 +45,17 @@ def genotypes(config, seed=0):
 
 
 def report(table, rows):
-    """Adds the calibrated prediction to each row (the table's calibration, or one fitted now on
-    the all-parallel and all-fusion rows, as `latency.measure_table` does) and prints the tables."""
-    from clearer_tf import latency
-
+    """Prints, per precision, each genotype's sum of parts, calibrated prediction and measured latency."""
     for precision, entry in table["precisions"].items():
-        mine = [r for r in rows if r["precision"] == precision]
-        ends = [r for r in mine if r["genotype"] in ("all parallel", "all fusion")]
-        fit = latency.calibrate([r["parts_ms"] for r in ends], [r["measured_ms"] for r in ends])
-        entry["calibration"] = {**entry.get("calibration", {}), **fit}  # the current rule on the same timings
-        entry["calibration"].setdefault("networks", [{"cells": r["cells"], "parts_ms": r["parts_ms"],
-                                                      "measured_ms": r["measured_ms"]} for r in ends])
-        scale, offset = fit["scale"], fit["offset"]
-        for r in mine:
-            r["predicted_ms"] = round(scale * r["parts_ms"] + offset, 2)
-            r["error_parts"] = round(r["parts_ms"] / r["measured_ms"] - 1, 4)
-            r["error"] = round(r["predicted_ms"] / r["measured_ms"] - 1, 4)
+        fit = entry["calibration"]
         h, w = table["size"]
-        print(f"\n{precision}, {h}x{w}, threads {table['threads']}, median of {table['runs']}; "
-              f"calibration measured = {scale:.4f} x parts + {offset:.2f} ms (fitted on the all-parallel and "
-              f"all-fusion networks; {'applied' if fit['applied'] else 'not applied'}: the sums miss those two by "
-              f"at most {100 * fit['max_sum_error']:.1f} %):\n")
-        print("| genotype | sum of parts ms | error | calibrated ms | measured ms | error |\n|---|---|---|---|---|---|")
-        for r in mine:
+        print(f"\n{precision}, {h}x{w}, threads {table['threads']}, {table['statistic']} of {table['runs']} runs "
+              f"({table.get('rounds', 1)} interleaved rounds); calibration: sum of parts {fit['offset']:+.2f} ms "
+              f"{fit['fusion_ms']:+.3f} ms per fusion column (fitted on the all-parallel and all-fusion networks, "
+              f"whose sums of parts missed by up to {100 * fit['max_sum_error']:.1f} %); largest LiteRT-Keras "
+              f"discrepancy of a part {entry['max_discrepancy']:.1e}:\n")
+        print("| genotype | sum of parts ms | error | predicted ms | measured ms | error |\n|---|---|---|---|---|---|")
+        for r in (r for r in rows if r["precision"] == precision):
             print(f"| {r['genotype']} (`{r['cells']}`) | {r['parts_ms']} | {100 * r['error_parts']:+.1f} % | "
                   f"{r['predicted_ms']} | {r['measured_ms']} | {100 * r['error']:+.1f} % |")
 
@@ -77,6 +66,7 @@ def main(argv=None):
     p.add_argument("--size", default="512x512", help="HxW (default 512x512)")
     p.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: LiteRT's)")
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --runs for the table (default 3)")
     p.add_argument("--precisions", nargs="+", default=["float32", "int8"])
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--report", metavar="FILE", help="print (and complete) the tables of an earlier --json, no timing")
@@ -84,19 +74,20 @@ def main(argv=None):
     if args.report:
         with open(args.report, encoding="utf-8") as f:
             result = json.load(f)
-        for r in result["rows"]:  # files written before the calibration: "predicted_ms" was the sum of parts
-            r.setdefault("parts_ms", r["predicted_ms"])
         report(result["table"], result["rows"])
-        with open(args.report, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
         return 0
     try:
         height, width = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         p.error(f"--size must be HxW, got {args.size!r}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
+    if args.runs < 20 or args.rounds < 1:
+        p.error(f"--runs must be >= 20 and --rounds >= 1, got {args.runs} and {args.rounds}")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        p.error(f"--json {args.json}: its folder does not exist")
 
     from clearer_tf import latency
-    from clearer_tf.network import build_network
     from clearer_tf.presets import get_preset
 
     def keep(table, rows):  # written after every timing: a long run that is stopped keeps what it measured
@@ -109,22 +100,21 @@ def main(argv=None):
 
     config = get_preset(args.preset).supernet
     table = latency.measure_table(config, height, width, tuple(args.precisions), args.threads, args.runs,
-                                  progress=progress)
+                                  progress=progress, rounds=args.rounds)
     rows = []
     keep(table, rows)
-    known = {precision: {tuple(map(tuple, n["cells"])): n["measured_ms"]  # the calibration's own timings
-                         for n in table["precisions"][precision]["calibration"]["networks"]}
-             for precision in args.precisions}
-    for label, genotype in genotypes(config).items():
+    for label, genotype in genotypes(config).items():  # the two ends timed again: the calibration's own check
         for precision in args.precisions:
-            measured = known[precision].get(tuple(map(tuple, genotype.cells)))
-            if measured is None:
-                measured = latency.measure_network(build_network(genotype), height, width, precision, args.threads,
-                                                   args.runs)["median_ms"]
+            measured = latency.measure_exported(genotype, height, width, precision, args.threads, args.runs)
+            parts, predicted = latency.parts_ms(table, genotype.cells, precision), latency.predict_ms(
+                table, genotype.cells, precision)
             rows.append({"genotype": label, "cells": genotype.short(), "precision": precision,
-                         "parts_ms": round(latency.parts_ms(table, genotype.cells, precision), 2),
-                         "measured_ms": round(measured, 2)})
-            progress(precision, label, measured)
+                         "parts_ms": round(parts, 2), "predicted_ms": round(predicted, 2),
+                         "measured_ms": round(measured["median_ms"], 2),
+                         "error_parts": round(parts / measured["median_ms"] - 1, 4),
+                         "error": round(predicted / measured["median_ms"] - 1, 4),
+                         "discrepancy": float(f"{measured['discrepancy']:.3g}")})
+            progress(precision, label, measured["median_ms"])
             keep(table, rows)
     report(table, rows)
     if args.json:

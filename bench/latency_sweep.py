@@ -15,8 +15,10 @@ measured first (`--size`, `--threads`, float32):
 Every distinct genotype is trained with `train.py --preset quick` once per `--seeds` value (on
 `--train-data`, default the bundled 12 images; `--train-iterations`, `--train-patch-size`), and
 its validation PSNR (best validation, bundled Set12 sample: 4 images; mean over seeds, bars from
-the lowest to the highest) is plotted against its measured LiteRT latency (whole network, median
-of `--runs`). The seeds show how much of a PSNR difference is noise. The scripts run as a user
+the lowest to the highest) is plotted against its measured LiteRT latency: the seed-0 network
+exported as a SavedModel (`export.export_saved_model`, as a user ships it), converted to float32
+as `export.py` converts it, checked against the Keras network (finite, within tolerance), then
+timed: all networks in turn, `--rounds` times over (median of all `--runs` x `--rounds`). The seeds show how much of a PSNR difference is noise. The scripts run as a user
 runs them (subprocesses of the CLIs); finished searches and trainings in `--out` are reused, and
 `--replot JSON --plot PNG` only redraws the picture.
 """
@@ -68,7 +70,8 @@ def plot(result, path):
                     fontsize=6, xytext=(5, 3), textcoords="offset points")
     (height, width), threads = result["size"], result["threads"] or "default"
     ax.set_xlim(x.min() - 0.05 * np.ptp(x), x.max() + 0.3 * np.ptp(x))
-    ax.set_xlabel(f"LiteRT latency, float32, batch 1, {height}x{width}, {threads} threads (ms)")
+    ax.set_xlabel(f"LiteRT latency of the exported SavedModel, float32, batch 1, {height}x{width}, "
+                  f"{threads} threads (ms)")
     ax.set_ylabel(f"validation PSNR (dB), sigma {result['sigma']:g}, {len(result['seeds'])} seeds")
     ax.set_title(f"quick preset, {result['device']}, {result['date']}: latency-aware searches, each network "
                  f"trained {result['train_iterations']} iterations\non {result['train_patch_size']}px patches of "
@@ -86,6 +89,7 @@ def main(argv=None):
     p.add_argument("--size", default="512x512", help="HxW of the latency table and measurements")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of --runs for the table's parts")
     p.add_argument("--sigma", type=float, default=50.0)
     p.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 1.0, 3.0, 10.0])
     p.add_argument("--budgets", type=float, nargs="+", default=[0.25, 0.5],
@@ -112,7 +116,6 @@ def main(argv=None):
 
     from clearer_tf import Genotype, latency
     from clearer_tf.genotype import from_config
-    from clearer_tf.network import build_network
     from clearer_tf.presets import get_preset
 
     out = os.path.abspath(args.out)
@@ -120,8 +123,8 @@ def main(argv=None):
     config = get_preset("quick").supernet
     table_path = os.path.join(out, "latency_table.json")
     if not os.path.isfile(table_path):
-        latency.save_table(latency.measure_table(config, height, width, ("float32",), args.threads, args.runs),
-                           table_path)
+        latency.save_table(latency.measure_table(config, height, width, ("float32",), args.threads, args.runs,
+                                                 rounds=args.rounds), table_path)
     table = latency.load_table(table_path, config)
     if list(table["size"]) != [height, width] or table.get("threads") != args.threads:
         sys.exit(f"{table_path}: measured at {table['size']} with {table.get('threads')} threads, "
@@ -148,7 +151,7 @@ def main(argv=None):
         genotype = from_config(config, [[kind] * n for n in config.columns])
         genotypes.setdefault(genotype.short(), (genotype, []))[1].append(label)
 
-    rows = []
+    rows, runners = [], {}
     preset_train = get_preset("quick").train
     iterations = args.train_iterations or preset_train.iterations
     patch = args.train_patch_size or preset_train.patch_size
@@ -172,21 +175,36 @@ def main(argv=None):
             with open(os.path.join(folder, "train_summary.json"), encoding="utf-8") as f:
                 validation = json.load(f)["validation"]
             psnrs.append(round(validation["best_psnr"], 3))
-        measured = latency.measure_network(build_network(genotype), height, width, "float32", args.threads, args.runs)
+        weights = os.path.join(out, f"{name}-seed{args.seeds[0]}", "best.weights.h5")
+        runners[short], discrepancy = latency.exported_runner(genotype, height, width, "float32", args.threads,
+                                                              weights)
         rows.append({"genotype": short, "settings": labels, "val_psnr_per_seed": psnrs,
                      "val_psnr": round(float(np.mean(psnrs)), 3),
                      "input_psnr": round(validation["input_psnr"], 3),
+                     "parts_ms": round(latency.parts_ms(table, genotype.cells), 3),
                      "predicted_ms": round(latency.predict_ms(table, genotype.cells), 3),
-                     "measured_ms": round(measured["median_ms"], 3)})
-        print(f"| `{short}` | {', '.join(labels)} | {rows[-1]['predicted_ms']} | {rows[-1]['measured_ms']} | "
-              f"{rows[-1]['val_psnr']} ({', '.join(map(str, psnrs))}) |", flush=True)
+                     "litert_discrepancy": float(f"{discrepancy:.3g}"),
+                     "measured_from": f"{name}-seed{args.seeds[0]}/best.weights.h5, exported and converted"})
+    # all networks timed in turn, --rounds times over: a slower or faster moment of the machine
+    # falls on all of them, not on one
+    from clearer_tf import litert
+
+    timings = litert.time_runners(runners, args.runs, 3, args.rounds)
+    for row in rows:
+        measured = timings[row["genotype"]]
+        row.update(measured_ms=round(measured["median_ms"], 3),
+                   measured_spread_ms=[round(measured["min_ms"], 3), round(measured["max_ms"], 3)])
+        print(f"| `{row['genotype']}` | {', '.join(row['settings'])} | {row['predicted_ms']} | {row['measured_ms']} | "
+              f"{100 * (row['predicted_ms'] / row['measured_ms'] - 1):+.1f} % | "
+              f"{row['val_psnr']} ({', '.join(map(str, row['val_psnr_per_seed']))}) |", flush=True)
 
     result = {"command": "python bench/latency_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": datetime.date.today().isoformat(), "device": table["device"], "threads": args.threads,
               "size": [height, width], "sigma": args.sigma, "seeds": args.seeds,
               "train_iterations": iterations, "train_patch_size": patch,
               "train_data": args.train_data or "bundled sample (12 images)",
-              "predicted_range_ms": [round(fastest, 3), round(slowest, 3)], "rows": rows}
+              "predicted_range_ms": [round(fastest, 3), round(slowest, 3)],
+              "calibration": table["precisions"]["float32"].get("calibration"), "rows": rows}
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)

@@ -12,8 +12,8 @@ The network's weights are also a variable collection `clearer_weights` (same var
 stored once, in `network.weights` order; their paths are in `clearer.json`), which is how
 `clearer_tf.pretrained.load_pretrained` puts them back into a Keras model.
 TFLite files go to `<root>/<name>/tflite/<name>-v<version>-{float32,float16,int8}.tflite`
-(`serving_default` converted with `tf.lite.TFLiteConverter.from_saved_model`; int8 is
-dynamic-range quantisation: int8 weights, float activations).
+(`serving_default` converted by `clearer_tf.litert.saved_model_to_tflite`, the project's one
+conversion path; int8 is dynamic-range quantisation: int8 weights, float activations).
 
 The export always runs under the TensorFlow backend; a network trained under JAX is
 exported by rebuilding it from its genotype and loading its `.weights.h5` file.
@@ -27,10 +27,10 @@ import os
 
 import numpy as np
 
-from clearer_tf import files
+from clearer_tf import files, litert
 from clearer_tf.genotype import Genotype
 
-TFLITE_KINDS = ("float32", "float16", "int8")
+TFLITE_KINDS = litert.KINDS
 WEIGHTS_COLLECTION = "clearer_weights"
 TFLITE_METADATA = "clearer"
 
@@ -141,17 +141,9 @@ def convert_tflite(saved_model_dir, path, kind="float32"):
     kind: `float32`; `float16` (float16 weights, computed in float32 on CPU); `int8`
     (dynamic-range quantisation: int8 weights, activations quantised on the fly).
     """
-    import tensorflow as tf
-
     if kind not in TFLITE_KINDS:
         raise ValueError(f"--tflite kind must be one of {', '.join(TFLITE_KINDS)}, got {kind!r}")
-    converter = tf.lite.TFLiteConverter.from_saved_model(
-        os.fspath(saved_model_dir), signature_keys=["serving_default"])
-    if kind in ("float16", "int8"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if kind == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    model = converter.convert()
+    model = litert.saved_model_to_tflite(saved_model_dir, kind)
     record = os.path.join(os.fspath(saved_model_dir), "assets.extra", "clearer.json")
     if os.path.isfile(record):
         with open(record, encoding="utf-8") as f:

@@ -4,15 +4,20 @@ A latency table holds the median LiteRT (TFLite) inference time of every part of
 multi-scale backbone at batch 1 and one input size: the fixed parts (stem, the transition
 before each cell, the head) and both candidates of each cell (all columns of a cell have the
 same widths, so one measurement serves them all). The predicted latency of a genotype is the
-sum of its parts; the all-parallel and all-fusion networks are also timed whole, and where a
-sum misses its network by more than 15 % the prediction becomes `scale * sum + offset` fitted
-on those two (`predict_ms`, `calibrate`);
+sum of its parts, corrected to what a user ships: the all-parallel and all-fusion networks are
+also exported as SavedModels (`export.py`: padding to a multiple of 2**cells, input checks),
+converted and timed, and an offset plus a term per fusion column is fitted to them
+(`predict_ms`, `calibrate`);
 `column_costs` gives L_comp's normalised costs (Eq. 5) and `derive_within_budget` the most
 probable genotype within a latency budget.
 
-Each part is converted on its own (`tf.lite.TFLiteConverter`, float32 or int8 dynamic-range)
-and timed with `ai_edge_litert`'s interpreter: median of `runs` invocations after `warmup`.
-Building a table needs the TensorFlow backend (as export does); reading one needs nothing.
+Each part is converted on its own the way `export.py` converts a network (through a SavedModel,
+`clearer_tf.litert`; float32, float16 or int8 dynamic-range), run once on random inputs and
+refused unless its output is finite and equal to Keras' within the precision's tolerance, then
+timed with `ai_edge_litert`'s interpreter: median of `runs` invocations after `warmup`.
+Building a table needs the TensorFlow backend (as export does); reading one needs nothing, and
+`load_table` refuses a table that cannot be used (one line: non-finite, zero or negative
+timings, missing parts, another supernet, a size that is not a multiple of 2**cells).
 To time on a phone instead: `write_part_models` writes the same `.tflite` files, time each
 with LiteRT's `benchmark_model` tool and put the medians into the JSON (`parts`, `cells`).
 """
@@ -21,19 +26,18 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
-import statistics
-import time
 
 import numpy as np
 
-from clearer_tf import device, files, modules
-from clearer_tf.quiet import quietly
+from clearer_tf import device, files, litert, modules
 from clearer_tf.presets import SupernetConfig
+from clearer_tf.quiet import quietly
 
-FORMAT = 1
-PRECISIONS = ("float32", "int8")
+FORMAT = 2  # 1: parts converted with `from_concrete_functions`, NaN output (issue 23)
+PRECISIONS = litert.KINDS
 CANDIDATES = ("parallel", "fusion")
 
 
@@ -76,93 +80,135 @@ def part_models(config: SupernetConfig, height, width):
 
 
 def to_tflite(model, precision="float32") -> bytes:
-    """A Keras model with fixed input shapes as a `.tflite` flatbuffer."""
-    import tensorflow as tf
+    """A Keras model with fixed input shapes as a `.tflite` flatbuffer (`litert.keras_to_tflite`)."""
+    check_precision(precision)
+    return litert.keras_to_tflite(model, precision)
 
+
+def check_precision(precision):
     if precision not in PRECISIONS:
         raise ValueError(f"--latency-precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    specs = [tf.TensorSpec(t.shape, tf.float32) for t in model.inputs]
-    fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function(*specs)], model)
-    if precision == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic range: int8 weights
-    with quietly():  # the converter's C++ log lines, unless --verbose
-        return converter.convert()
 
 
-def time_tflite(flatbuffer: bytes, threads=None, runs=20, warmup=3, seed=0):
-    """Median and spread (ms) of `runs` LiteRT invocations on random inputs, after `warmup`."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    with quietly():  # LiteRT announces its delegate on the first invocation
-        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
-        interpreter.allocate_tensors()
-        rng = np.random.default_rng(seed)
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], rng.random(detail["shape"], dtype=np.float32))
-        interpreter.invoke()
-    times = []
-    for i in range(warmup + runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        if i >= warmup:
-            times.append(1e3 * (time.perf_counter() - start))
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "max_ms": max(times)}
+def time_model(model, name, precision="float32", threads=None, runs=20, warmup=3) -> dict:
+    """Converts `model`, checks the LiteRT output against Keras (`litert.checked`: a
+    `litert.ConversionError` naming `name` if not finite or not equal within tolerance), then
+    times it: `{"median_ms", "min_ms", "max_ms", "discrepancy"}`."""
+    runner, error = litert.checked(to_tflite(model, precision), model, name, precision, threads)
+    return {**litert.time_runner(runner, runs, warmup), "discrepancy": error}
 
 
-def measure_table(config: SupernetConfig, height=512, width=512, precisions=PRECISIONS, threads=None,
-                  runs=20, warmup=3, progress=None, calibrate_on=True) -> dict:
-    """Times every part (see the module docstring) and returns the table as a dict.
+def part_label(name) -> str:
+    return f"cell{name[0]}_{name[1]}" if isinstance(name, tuple) else name
 
-    With `calibrate_on`, the all-parallel and all-fusion networks are also timed whole and
-    `measured = scale * sum of parts + offset` is fitted to them (`calibrate`); `predict_ms`
-    applies it where a sum of parts is off by more than 15 %.
+
+def measure_table(config: SupernetConfig, height=512, width=512, precisions=("float32",), threads=None,
+                  runs=20, warmup=3, progress=None, calibrate_on=True, statistic="median", rounds=1) -> dict:
+    """Times every part (see the module docstring) in each of `precisions` and returns the
+    table as a dict.
+
+    Every part (and, with `calibrate_on`, the all-parallel and all-fusion networks, for
+    `calibrate`) is converted and checked against Keras first (the largest discrepancy is kept
+    as `max_discrepancy`), then all are timed in turn, `rounds` times over (`runs` invocations
+    each, after `warmup`): interleaved rounds spread other work on the machine over all of them.
+    `statistic`: the `median` of all runs, or the `min` (least sensitive to other work).
     """
     _require_tensorflow_backend()
     from clearer_tf import genotype
-    from clearer_tf.network import build_network
 
     import ai_edge_litert
     import keras
     import tensorflow as tf
 
-    if runs < 20 or height % config.multiple or width % config.multiple:
-        raise ValueError(f"latency table: runs >= 20 and a size that is a multiple of {config.multiple} "
-                         f"are needed, got runs={runs}, {height}x{width}")
+    for precision in precisions:
+        check_precision(precision)
+    if statistic not in ("median", "min"):
+        raise ValueError(f"statistic must be 'median' or 'min', got {statistic!r}")
+    if runs < 20 or rounds < 1 or height % config.multiple or width % config.multiple:
+        raise ValueError(f"latency table: runs >= 20, rounds >= 1 and a size that is a multiple of "
+                         f"{config.multiple} are needed, got runs={runs}, rounds={rounds}, {height}x{width}")
     models = part_models(config, height, width)
+    ends = {kind: [[kind] * n for n in config.columns] for kind in CANDIDATES}  # the two ends of the range
     table = {
         "format": FORMAT, "kind": "clearer-latency-table", "size": [height, width], "batch": 1,
-        "threads": threads, "runs": runs, "warmup": warmup, "statistic": "median",
+        "threads": threads, "runs": runs * rounds, "rounds": rounds, "warmup": warmup, "statistic": statistic,
         "device": device.cpu_model(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                      "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")},
-        "supernet": config.to_dict(), "precisions": {},
+        "supernet": config.to_dict(), "conversion": "saved_model", "precisions": {},
     }
     for precision in precisions:
-        parts, cells = {}, [dict() for _ in config.columns]
+        runners, worst = {}, 0.0
         for name, model in models.items():
-            ms = time_tflite(to_tflite(model, precision), threads, runs, warmup)["median_ms"]
+            runners[name], error = litert.checked(to_tflite(model, precision), model, part_label(name), precision,
+                                                  threads)
+            worst = max(worst, error)
+        if calibrate_on:  # the two ends as exported: what a prediction is compared with
+            for kind, layout in ends.items():
+                runners[f"all {kind}"], _ = exported_runner(genotype.from_config(config, layout), height, width,
+                                                            precision, threads)
+        timings = litert.time_runners(runners, runs, warmup, rounds)
+        parts, cells = {}, [dict() for _ in config.columns]
+        for name, timing in timings.items():
+            ms = timing[f"{statistic}_ms"]
             if isinstance(name, tuple):
                 cells[name[0]][name[1]] = round(ms, 4)
-            else:
+            elif not name.startswith("all "):
                 parts[name] = round(ms, 4)
             if progress:
-                progress(precision, name, ms)
-        table["precisions"][precision] = {"parts": parts, "cells": cells}
+                progress(precision, part_label(name), ms)
+        entry = table["precisions"][precision] = {"parts": parts, "cells": cells,
+                                                  "max_discrepancy": float(f"{worst:.3g}")}
         if calibrate_on:
-            networks = []
-            for kind in CANDIDATES:  # all-parallel and all-fusion: the two ends of the range
-                layout = [[kind] * n for n in config.columns]
-                measured = measure_network(build_network(genotype.from_config(config, layout)), height, width, precision,
-                                           threads, runs, warmup)["median_ms"]
-                networks.append({"cells": layout, "parts_ms": round(parts_ms(table, layout, precision), 4),
-                                 "measured_ms": round(measured, 4)})
-                if progress:
-                    progress(precision, f"all {kind}", measured)
-            fit = calibrate([n["parts_ms"] for n in networks], [n["measured_ms"] for n in networks])
-            table["precisions"][precision]["calibration"] = {**fit, "networks": networks}
+            networks = [{"cells": layout, "parts_ms": round(parts_ms(table, layout, precision), 4),
+                         "measured_ms": round(timings[f"all {kind}"][f"{statistic}_ms"], 4)}
+                        for kind, layout in ends.items()]
+            fit = calibrate([n["parts_ms"] for n in networks], [n["measured_ms"] for n in networks],
+                            [fusion_columns(n["cells"]) for n in networks])
+            entry["calibration"] = {**fit, "networks": networks}
     return table
+
+
+def exported_runner(genotype, height, width, precision="float32", threads=None, weights=None):
+    """`(litert.Runner, discrepancy)` of `genotype` exported as a user ships it
+    (`export.export_saved_model`: padding, input checks; `weights`, default random ones) and
+    converted as `export.py` converts it, checked against the Keras network at batch 1 of
+    `height` x `width` first."""
+    import tempfile
+
+    from clearer_tf import export
+    from clearer_tf.network import build_network
+
+    network = build_network(genotype)
+    with tempfile.TemporaryDirectory(prefix="clearer-latency-") as tmp:
+        if weights is None:
+            weights = os.path.join(tmp, "random.weights.h5")
+            network.save_weights(weights)
+        else:
+            files.load_weights(network, weights)
+        with quietly():
+            saved = export.export_saved_model(genotype, weights, tmp, "timed")
+        flatbuffer = litert.saved_model_to_tflite(saved, precision)
+    shape = (1, height, width, network.inputs[0].shape[-1])
+    return litert.checked(flatbuffer, network, f"exported {genotype.short()}", precision, threads, [shape])
+
+
+def measure_exported(genotype, height, width, precision="float32", threads=None, runs=20, warmup=3,
+                     weights=None) -> dict:
+    """LiteRT latency of `genotype` exported and converted (`exported_runner`): what
+    `predict_ms` predicts. `{"median_ms", "min_ms", "max_ms", "discrepancy"}`."""
+    _require_tensorflow_backend()
+    runner, error = exported_runner(genotype, height, width, precision, threads, weights)
+    return {**litert.time_runner(runner, runs, warmup), "discrepancy": error}
+
+
+def fixed_input(network, height, width):
+    """`network` on a batch-1 input of `height` x `width` (the shape LiteRT is timed at)."""
+    import keras
+
+    image = keras.Input((height, width, network.inputs[0].shape[-1]), batch_size=1)
+    return keras.Model(image, network(image), name=network.name)
 
 
 def save_table(table, path):
@@ -170,25 +216,78 @@ def save_table(table, path):
 
 
 def load_table(path, config: SupernetConfig | None = None, precision="float32") -> dict:
-    """Reads and checks a table; with `config`, its supernet must match (ValueError naming it)."""
+    """Reads and checks a table (`check_table`); with `config`, its supernet must match."""
     try:
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise LatencyError(f"latency table {path}: cannot read it ({e})") from None
-    if not isinstance(table, dict) or table.get("kind") != "clearer-latency-table" or table.get("format") != FORMAT:
-        raise LatencyError(f"latency table {path}: not a clearer latency table (format {FORMAT})")
-    if precision not in table.get("precisions", {}):
-        raise LatencyError(f"latency table {path}: no {precision!r} timings "
-                         f"(has {', '.join(table.get('precisions', {})) or 'none'})")
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not text at all
+        raise LatencyError(f"latency table {path}: cannot read it as JSON ({type(e).__name__}: {e})") from None
+    check_table(table, path, config, precision)
+    return table
+
+
+def _positive_ms(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_table(table, path, config: SupernetConfig | None = None, precision="float32"):
+    """LatencyError (one line naming the file and the entry) unless `table` can be used: a
+    clearer table of this `FORMAT`, measured for `config`'s supernet (if given), with a size
+    that is a multiple of 2**cells and, for `precision`, every part and every cell's two
+    candidates timed as a finite number of milliseconds > 0."""
+    def fail(what):
+        raise LatencyError(f"latency table {path}: {what}")
+
+    if not isinstance(table, dict) or table.get("kind") != "clearer-latency-table":
+        fail(f"not a clearer latency table (format {FORMAT})")
+    if table.get("format") == 1:
+        fail("format 1 was timed on models converted with from_concrete_functions, whose output was NaN; "
+             "measure it again (delete it, or bench/latency_check.py)")
+    if table.get("format") != FORMAT:
+        fail(f"format {table.get('format')!r}, this version reads format {FORMAT}")
+    supernet = table.get("supernet")
+    if not isinstance(supernet, dict) or not isinstance(supernet.get("columns"), list) or not supernet["columns"]:
+        fail("no supernet (its 'columns')")
     if config is not None:
         expected = json.loads(json.dumps(config.to_dict()))  # tuples as JSON keeps them
-        measured = table.get("supernet", {})
-        diff = [f"{k}={measured.get(k)!r}, not {expected[k]!r}" for k in sorted(expected)
-                if measured.get(k) != expected[k]]
+        diff = [f"{k}={supernet.get(k)!r}, not {expected[k]!r}" for k in sorted(expected)
+                if supernet.get(k) != expected[k]]
         if diff:
-            raise LatencyError(f"latency table {path}: measured for another supernet ({'; '.join(diff)})")
-    return table
+            fail(f"measured for another supernet ({'; '.join(diff)})")
+    cells = len(supernet["columns"])
+    size = table.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        fail(f"'size' must be [height, width], got {size!r}")
+    if any(v % 2**cells for v in size):
+        fail(f"size {size[0]}x{size[1]} is not a multiple of {2**cells} (2**cells, {cells} cells)")
+    precisions = table.get("precisions")
+    if not isinstance(precisions, dict) or precision not in precisions:
+        have = ", ".join(precisions) if isinstance(precisions, dict) else ""
+        fail(f"no {precision!r} timings (has {have or 'none'})")
+    entry = precisions[precision]
+    parts = entry.get("parts") if isinstance(entry, dict) else None
+    if not isinstance(parts, dict):
+        fail(f"{precision}: no 'parts'")
+    for name in ["stem", *(f"transition{i}" for i in range(cells)), "head"]:
+        if name not in parts:
+            fail(f"{precision}: part {name!r} is missing")
+        if not _positive_ms(parts[name]):
+            fail(f"{precision}: part {name!r} is {parts[name]!r}, not a finite time > 0 ms")
+    timed = entry.get("cells")
+    if not isinstance(timed, list) or len(timed) != cells:
+        fail(f"{precision}: {len(timed) if isinstance(timed, list) else 'no'} cells timed, the supernet has {cells}")
+    for i, cell in enumerate(timed):
+        for kind in CANDIDATES:
+            value = cell.get(kind) if isinstance(cell, dict) else None
+            if not _positive_ms(value):
+                fail(f"{precision}: cell {i} {kind!r} is {value!r}, not a finite time > 0 ms")
+    fit = entry.get("calibration")
+    if fit is not None and not (isinstance(fit, dict) and all(
+            isinstance(fit.get(k), (int, float)) and math.isfinite(fit[k]) for k in ("offset", "fusion_ms"))):
+        fail(f"{precision}: its calibration needs finite 'offset' and 'fusion_ms'")
+    low, _ = range_ms(table, supernet["columns"], precision)
+    if not low > 0:
+        fail(f"{precision}: its calibration predicts {low:.3g} ms for the fastest genotype, not > 0")
 
 
 def fixed_ms(table, precision="float32") -> float:
@@ -196,25 +295,33 @@ def fixed_ms(table, precision="float32") -> float:
     return float(sum(table["precisions"][precision]["parts"].values()))
 
 
-CALIBRATE_ABOVE = 0.15  # a calibration is applied only where a sum of parts misses by more
-
-
 def calibration(table, precision="float32") -> tuple[float, float]:
-    """`(scale, offset)` of the table's calibration where it is applied, else `(1, 0)`."""
+    """`(offset_ms, fusion_ms)` of the table's calibration (`calibrate`), `(0, 0)` without one."""
     fit = table["precisions"][precision].get("calibration")
-    return (float(fit["scale"]), float(fit["offset"])) if fit and fit.get("applied") else (1.0, 0.0)
+    return (float(fit["offset"]), float(fit["fusion_ms"])) if fit else (0.0, 0.0)
 
 
-def calibrate(parts_ms, measured_ms) -> dict:
-    """Least-squares `measured = scale * parts + offset` over whole networks whose sum of
-    parts (`parts_ms`) and measured latency are known (two or more networks). `applied`: only
-    if a sum of parts is off by more than `CALIBRATE_ABOVE` (on a CPU at 256x256 the sums were
-    within 10 % and the fit on the two ends made a mixed network worse; docs/benchmarks.md)."""
+def fusion_columns(cells) -> int:
+    return sum(kind == "fusion" for cell in cells for kind in cell)
+
+
+def calibrate(parts_ms, measured_ms, fusion_counts) -> dict:
+    """Least squares `measured = parts + offset + fusion_ms * (fusion columns)` over whole
+    networks of known sum of parts and latency (on the all-parallel and all-fusion networks:
+    exact, and linear in the number of fusion columns in between).
+
+    Every genotype has the same number of parts, so what the sum counts too often (each part's
+    invocation, its inputs and outputs) is nearly one constant, the `offset`. Not quite: on 2
+    CPU cores the sum matched the all-parallel network but was 12 % above the all-fusion one
+    (quick preset, 256x256), so a fusion module alone costs more than inside a network; that
+    difference is `fusion_ms` per fusion column. `max_sum_error` is the largest
+    `parts / measured - 1` of the networks.
+    """
     x, y = np.asarray(parts_ms, np.float64), np.asarray(measured_ms, np.float64)
-    scale, offset = np.polyfit(x, y, 1)
-    worst = float(np.max(np.abs(x / y - 1)))
-    return {"scale": round(float(scale), 6), "offset": round(float(offset), 4),
-            "max_sum_error": round(worst, 4), "applied": worst > CALIBRATE_ABOVE}
+    features = np.stack([np.ones_like(x), np.asarray(fusion_counts, np.float64)], axis=1)
+    (offset, fusion_ms), *_ = np.linalg.lstsq(features, y - x, rcond=None)
+    return {"offset": round(float(offset), 6), "fusion_ms": round(float(fusion_ms), 6),
+            "max_sum_error": round(float(np.max(np.abs(x / y - 1))), 4)}
 
 
 def column_latency(table, columns, precision="float32") -> np.ndarray:
@@ -230,12 +337,18 @@ def column_costs(table, columns, precision="float32") -> np.ndarray:
     return lat / lat.sum()
 
 
+def predicted_columns(table, columns, precision="float32") -> tuple[np.ndarray, float]:
+    """`(latency, fixed)`: each column's (parallel, fusion) latency and the fixed time, with the
+    calibration in them (a genotype's prediction is `fixed` plus its columns' latencies)."""
+    offset, fusion = calibration(table, precision)
+    return column_latency(table, columns, precision) + [0.0, fusion], fixed_ms(table, precision) + offset
+
+
 def range_ms(table, columns, precision="float32") -> tuple[float, float]:
     """Predicted latency of the fastest and of the slowest genotype (the cheaper, the dearer
     candidate in every column)."""
-    scale, offset = calibration(table, precision)
-    lat, fixed = column_latency(table, columns, precision), fixed_ms(table, precision)
-    return (scale * (fixed + lat.min(axis=1).sum()) + offset, scale * (fixed + lat.max(axis=1).sum()) + offset)
+    lat, fixed = predicted_columns(table, columns, precision)
+    return fixed + lat.min(axis=1).sum(), fixed + lat.max(axis=1).sum()
 
 
 def fastest_ms(table, columns, precision="float32") -> float:
@@ -250,9 +363,9 @@ def parts_ms(table, cells, precision="float32") -> float:
 
 
 def predict_ms(table, cells, precision="float32") -> float:
-    """Predicted latency of a genotype: the sum of its parts, through the table's calibration."""
-    scale, offset = calibration(table, precision)
-    return scale * parts_ms(table, cells, precision) + offset
+    """Predicted latency of a genotype: the sum of its parts, plus the table's calibration."""
+    offset, fusion = calibration(table, precision)
+    return parts_ms(table, cells, precision) + offset + fusion * fusion_columns(cells)
 
 
 def choose_within_budget(weights, latency, budget_ms, fixed=0.0, max_columns=24):
@@ -276,25 +389,24 @@ def choose_within_budget(weights, latency, budget_ms, fixed=0.0, max_columns=24)
 
 
 def write_part_models(config: SupernetConfig, out_dir, height=512, width=512, precision="float32"):
-    """The `.tflite` file of every part (to time them on another device); returns the paths."""
+    """The `.tflite` file of every part (to time them on another device), each checked against
+    Keras first (`litert.checked`); returns the paths."""
     _require_tensorflow_backend()
     paths = []
     for name, model in part_models(config, height, width).items():
-        label = f"cell{name[0]}_{name[1]}" if isinstance(name, tuple) else name
-        path = os.path.join(os.fspath(out_dir), f"{label}-{precision}.tflite")
-        files.write_bytes(path, to_tflite(model, precision))
+        flatbuffer = to_tflite(model, precision)
+        litert.checked(flatbuffer, model, part_label(name), precision)
+        path = os.path.join(os.fspath(out_dir), f"{part_label(name)}-{precision}.tflite")
+        files.write_bytes(path, flatbuffer)
         paths.append(path)
     return paths
 
 
 def measure_network(model, height, width, precision="float32", threads=None, runs=20, warmup=3) -> dict:
-    """LiteRT latency of a whole network (e.g. `build_network(genotype)`) at batch 1."""
-    import keras
-
+    """LiteRT latency of a whole network (e.g. `build_network(genotype)`) at batch 1, checked
+    against Keras first (`time_model`)."""
     _require_tensorflow_backend()
-    image = keras.Input((height, width, model.inputs[0].shape[-1]), batch_size=1)
-    fixed = keras.Model(image, model(image))
-    return time_tflite(to_tflite(fixed, precision), threads, runs, warmup)
+    return time_model(fixed_input(model, height, width), f"network {model.name}", precision, threads, runs, warmup)
 
 
 def derive_within_budget(weights, columns, table, budget_ms=None, precision="float32"):
@@ -302,20 +414,14 @@ def derive_within_budget(weights, columns, table, budget_ms=None, precision="flo
     predicted latency exceeds it, the most probable genotype within it (`choose_within_budget`).
     `report` is what `genotype.json` records (predicted latency, budget, which and why)."""
     weights = np.asarray(weights, np.float64)
-    lat, fixed = column_latency(table, columns, precision), fixed_ms(table, precision)
-    scale, offset = calibration(table, precision)
+    lat, fixed = predicted_columns(table, columns, precision)
     argmax = weights.argmax(axis=1)
-    argmax_ms = scale * (fixed + float(lat[np.arange(len(argmax)), argmax].sum())) + offset
+    argmax_ms = fixed + float(lat[np.arange(len(argmax)), argmax].sum())
     report = {"latency_precision": precision, "latency_size": table.get("size"),
               "argmax_predicted_latency_ms": round(argmax_ms, 4), "latency_budget_ms": budget_ms}
     choice, predicted, chosen = argmax.tolist(), argmax_ms, "argmax"
     if budget_ms is not None and argmax_ms > budget_ms:
-        try:  # the budget on the sum of the parts that the calibration maps to budget_ms
-            choice, predicted = choose_within_budget(weights, lat, (budget_ms - offset) / scale, fixed)
-        except LatencyError:
-            raise LatencyError(f"latency budget {budget_ms} ms: no genotype fits (the fastest is predicted at "
-                               f"{fastest_ms(table, columns, precision):.2f} ms)") from None
-        predicted = scale * predicted + offset
+        choice, predicted = choose_within_budget(weights, lat, budget_ms, fixed)
         chosen = (f"most probable within budget: the argmax genotype is predicted at {argmax_ms:.2f} ms "
                   f"> {budget_ms} ms")
     report.update(predicted_latency_ms=round(predicted, 4), chosen=chosen)
@@ -335,8 +441,10 @@ def check_search_options(config):
         raise ValueError(f"--latency-threads must be >= 1, got {config.latency_threads}")
     if config.latency_budget_ms is not None and not config.latency_budget_ms > 0:
         raise ValueError(f"--latency-budget-ms must be > 0, got {config.latency_budget_ms}")
-    if config.latency_table is not None and not os.path.isfile(config.latency_table):
-        raise ValueError(f"--latency-table {config.latency_table}: not found")
+    if config.latency_table is not None:
+        if not os.path.isfile(config.latency_table):
+            raise ValueError(f"--latency-table {config.latency_table}: not found")
+        load_table(config.latency_table, precision=config.latency_precision)  # its supernet: obtain_table
 
 
 def uses_latency(config) -> bool:
@@ -360,14 +468,15 @@ def obtain_table(supernet_config: SupernetConfig, config, out_path) -> dict:
 
         height, width = config.latency_size
         if keras.backend.backend() == "tensorflow":
-            save_table(measure_table(supernet_config, height, width, PRECISIONS, config.latency_threads), out_path)
+            save_table(measure_table(supernet_config, height, width, (config.latency_precision,),
+                                     config.latency_threads), out_path)
         else:
             code = ("import json, sys; from clearer_tf import latency; from clearer_tf.presets import SupernetConfig; "
                     "c = SupernetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[1]).items()}); "
-                    "latency.save_table(latency.measure_table(c, int(sys.argv[2]), int(sys.argv[3]), "
+                    "latency.save_table(latency.measure_table(c, int(sys.argv[2]), int(sys.argv[3]), (sys.argv[6],), "
                     "threads=json.loads(sys.argv[4])), sys.argv[5])")
             subprocess.run([sys.executable, "-c", code, json.dumps(supernet_config.to_dict()), str(height), str(width),
-                            json.dumps(config.latency_threads), os.fspath(out_path)], check=True,
+                            json.dumps(config.latency_threads), os.fspath(out_path), config.latency_precision], check=True,
                            env={**os.environ, "KERAS_BACKEND": "tensorflow"})
         path = out_path
     table = load_table(path, supernet_config, config.latency_precision)

@@ -47,7 +47,8 @@ def build_parser():
     lat.add_argument("--latency-table", metavar="JSON", help="a measured table (default: measure one now)")
     lat.add_argument("--latency-size", type=_cli.size, metavar="HxW", help="input size of the timings (512x512)")
     lat.add_argument("--latency-threads", type=int, metavar="N", help="LiteRT threads (default: LiteRT's)")
-    lat.add_argument("--latency-precision", choices=["float32", "int8"], help="timings used (float32)")
+    lat.add_argument("--latency-precision", choices=["float32", "float16", "int8"],
+                     help="the precision timed and used (float32)")
     lat.add_argument("--latency-budget-ms", type=float, metavar="B",
                      help="the genotype's predicted latency must be <= B ms (the most probable one within it)")
     search.add_argument("--arch-batchnorm", choices=["inference", "batch"],

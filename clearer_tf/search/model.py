@@ -76,6 +76,8 @@ class SupernetSearch(SearchStep, keras.Model):
         costs = np.asarray(costs, np.float32)
         if costs.shape != (len(self.arch_vars), 2):
             raise ValueError(f"costs must have shape {(len(self.arch_vars), 2)}, got {costs.shape}")
+        if not np.isfinite(costs).all() or (costs < 0).any():  # L_comp (Eq. 5) takes only finite costs >= 0
+            raise ValueError(f"L_comp costs must be finite and >= 0, got {costs.tolist()}")
         self.objective = ArchObjective(c, costs)
         self.restoration = self.objective.restoration
         self.arch_bn_training = c.arch_batchnorm == "batch"  # new statistics are dropped
