@@ -90,14 +90,6 @@ def check_precision(precision):
         raise ValueError(f"--latency-precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
-def time_model(model, name, precision="float32", threads=None, runs=20, warmup=3) -> dict:
-    """Converts `model`, checks the LiteRT output against Keras (`litert.checked`: a
-    `litert.ConversionError` naming `name` if not finite or not equal within tolerance), then
-    times it: `{"median_ms", "min_ms", "max_ms", "discrepancy"}`."""
-    runner, error = litert.checked(to_tflite(model, precision), model, name, precision, threads)
-    return {**litert.time_runner(runner, runs, warmup), "discrepancy": error}
-
-
 def part_label(name) -> str:
     return f"cell{name[0]}_{name[1]}" if isinstance(name, tuple) else name
 
@@ -203,14 +195,6 @@ def measure_exported(genotype, height, width, precision="float32", threads=None,
     return {**litert.time_runner(runner, runs, warmup), "discrepancy": error}
 
 
-def fixed_input(network, height, width):
-    """`network` on a batch-1 input of `height` x `width` (the shape LiteRT is timed at)."""
-    import keras
-
-    image = keras.Input((height, width, network.inputs[0].shape[-1]), batch_size=1)
-    return keras.Model(image, network(image), name=network.name)
-
-
 def save_table(table, path):
     files.write_json(path, table)
 
@@ -310,12 +294,12 @@ def calibrate(parts_ms, measured_ms, fusion_counts) -> dict:
     networks of known sum of parts and latency (on the all-parallel and all-fusion networks:
     exact, and linear in the number of fusion columns in between).
 
-    Every genotype has the same number of parts, so what the sum counts too often (each part's
-    invocation, its inputs and outputs) is nearly one constant, the `offset`. Not quite: on 2
-    CPU cores the sum matched the all-parallel network but was 12 % above the all-fusion one
-    (quick preset, 256x256), so a fusion module alone costs more than inside a network; that
-    difference is `fusion_ms` per fusion column. `max_sum_error` is the largest
-    `parts / measured - 1` of the networks.
+    Every genotype has the same number of parts, so what the sum of parts times differently
+    from a whole exported network (each part's invocation, its inputs and outputs; the export's
+    padding and input checks) is nearly one constant, the `offset`. Not quite: on 2 CPU cores
+    (quick preset, 256x256) the sum was 4.9 % below the exported all-parallel network and 9.5 %
+    below the all-fusion one, so fusion columns differ by their own term, `fusion_ms` per fusion
+    column. `max_sum_error` is the largest `|parts / measured - 1|` of the networks.
     """
     x, y = np.asarray(parts_ms, np.float64), np.asarray(measured_ms, np.float64)
     features = np.stack([np.ones_like(x), np.asarray(fusion_counts, np.float64)], axis=1)
@@ -400,13 +384,6 @@ def write_part_models(config: SupernetConfig, out_dir, height=512, width=512, pr
         files.write_bytes(path, flatbuffer)
         paths.append(path)
     return paths
-
-
-def measure_network(model, height, width, precision="float32", threads=None, runs=20, warmup=3) -> dict:
-    """LiteRT latency of a whole network (e.g. `build_network(genotype)`) at batch 1, checked
-    against Keras first (`time_model`)."""
-    _require_tensorflow_backend()
-    return time_model(fixed_input(model, height, width), f"network {model.name}", precision, threads, runs, warmup)
 
 
 def derive_within_budget(weights, columns, table, budget_ms=None, precision="float32"):

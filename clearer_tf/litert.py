@@ -157,8 +157,8 @@ def discrepancy(outputs, expected) -> float:
 
 def checked(flatbuffer, model, name, kind="float32", threads=None, shapes=None, seed=0) -> tuple[Runner, float]:
     """`(runner, discrepancy)` for `flatbuffer`, after running it on random inputs in [0, 1)
-    (`shapes`, default the Keras model's input shapes) and comparing with `model` (a Keras
-    model or a function of the list of inputs). ConversionError naming `name` if the output is
+    (`shapes`, default the Keras model's input shapes) and comparing with the Keras `model`.
+    ConversionError naming `name` if the output is
     not finite, has another shape, or differs beyond `TOLERANCE[kind]`. The runner keeps
     those inputs set, ready to time."""
     check_kind(kind)
@@ -173,7 +173,7 @@ def checked(flatbuffer, model, name, kind="float32", threads=None, shapes=None, 
         total = sum(int(np.size(o)) for o in got)
         raise ConversionError(f"{name} ({kind}): the LiteRT output is not finite ({bad} of {total} values "
                               "NaN or Inf); refusing to use it")
-    expected = keras_outputs(model, arrays) if hasattr(model, "inputs") else model(arrays)
+    expected = keras_outputs(model, arrays)
     if [o.shape for o in got] != [e.shape for e in expected]:
         raise ConversionError(f"{name} ({kind}): LiteRT output shapes {[o.shape for o in got]} differ from "
                               f"Keras' {[e.shape for e in expected]}")

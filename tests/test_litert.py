@@ -88,8 +88,8 @@ def test_predicted_whole_network_latency_is_within_15_percent_of_measured():
     network exported as a SavedModel, converted and timed afterwards, for all-parallel, all-fusion and a mixed genotype (quick preset,
     128x128, 1 thread). The fastest of 3 interleaved rounds of 20 runs, not the median: the
     suite runs on two busy workers (medians of parts and networks timed at different moments
-    missed by 55-65 % there). bench/latency_check.py does the same at full size on an idle
-    machine, with medians (docs/benchmarks.md)."""
+    missed by 55-65 % there). bench/latency_sweep.py does the same on trained networks at
+    256x256 on an idle machine, with medians (docs/benchmarks.md)."""
     config = get_preset("quick").supernet
     table = latency.measure_table(config, 128, 128, ("float32",), threads=1, runs=20, rounds=3, statistic="min")
     layouts = _layouts(config, "quick")
